@@ -69,6 +69,7 @@ TRANSFER_SYNTAXES = [
     ("1.2.840.10008.1.2.4.204", "JPIP HTJ2K Referenced", "REFERENCED"),
     ("1.2.840.10008.1.2.4.205", "JPIP HTJ2K Referenced Deflate", "REFERENCED|DEFLATED"),
     ("1.2.840.10008.1.2.5", "RLE Lossless", "ENCAPSULATED"),
+    ("1.2.840.10008.1.2.8.1", "Deflated Image Frame Compression", "ENCAPSULATED"),
     ("1.2.840.10008.1.2.6.1", "RFC 2557 MIME encapsulation", "RETIRED"),
     ("1.2.840.10008.1.2.6.2", "XML Encoding", "RETIRED"),
     ("1.2.840.10008.1.2.7.1", "SMPTE ST 2110-20 Uncompressed Progressive Active Video", ""),

@@ -13,6 +13,7 @@ enum cli_exit {
 
 int cmd_dump(int argc, char **argv);
 int cmd_json(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
 
 /* Print "telerad: <message>" to stderr. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

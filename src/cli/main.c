@@ -16,6 +16,7 @@ struct command {
 static const struct command commands[] = {
     {"dump", cmd_dump, "list the elements of DICOM files, like dcmdump"},
     {"json", cmd_json, "print a DICOM file as DICOM JSON (PS3.18 F.2)"},
+    {"convert", cmd_convert, "write a DICOM file again, in another transfer syntax"},
 };
 
 void cli_error(const char *fmt, ...)

@@ -8,7 +8,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+/* System headers that declare banned functions come before banned.h (which is last). */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "alloc.h"
 #include "arena.h"

@@ -31,6 +31,11 @@
  *    and '\' inside a kanji are not delimiters (a conforming writer has switched back to
  *    ASCII before any delimiter); control characters still end the double-byte run.
  *
+ * Writing uses the same model: characters go to the set in use, else to the first term that
+ * has them; G0 returns to the initial set before control characters and delimiters and at the
+ * end of the value (PS3.5 6.1.2.5.3); after a double-byte G0 run, G1 is designated again
+ * before it is used, for readers that keep one current set per escape (DCMTK, pydicom).
+ *
  * glibc's iconv does the byte work for the single-byte ISO 8859 sets and TIS 620 (through
  * per-thread lookup tables built from iconv on first use) and for the multi-byte sets (EUC-JP
  * for JIS X 0208/0212, EUC-KR for KS X 1001, EUC-CN for GB 2312, Shift_JIS, GB18030, GBK).
@@ -588,9 +593,16 @@ int dcm_charset_parse(const char *value, size_t len, struct dcm_charset *cs, str
         count = 1;
     if (count == 1 && list[0] == DCM_CS_DEFAULT)
         count = 0;
-    /* Value 1 empty (or "ISO_IR 6") with extensions: the initial code element is ISO-IR 6. */
-    if (count > 1 && list[0] == DCM_CS_DEFAULT)
+    /* Value 1 empty (or "ISO_IR 6") with extensions: the initial code element is ISO-IR 6,
+     * which a later value may repeat. */
+    if (count > 1 && list[0] == DCM_CS_DEFAULT) {
         list[0] = DCM_CS_ISO2022_IR_6;
+        unsigned k = 1;
+        for (unsigned i = 1; i < count; i++)
+            if (list[i] != DCM_CS_ISO2022_IR_6)
+                list[k++] = list[i];
+        count = k;
+    }
     cs->count = count;
     for (unsigned i = 0; i < count; i++) {
         cs->terms[i] = list[i];
@@ -1157,6 +1169,14 @@ static int encode_iso2022(const struct dcm_charset *cs, enum dcm_vr vr, const ui
         }
         if (n == 0)
             return encode_error(cs, cp, i, err);
+        if (sets[use].g1 && sets[g0].double_byte) {
+            /* ISO 2022 would allow G1 characters with a double-byte set in G0, but readers that
+             * keep one current set per escape sequence (DCMTK, pydicom) would read them with
+             * the G0 set: return G0 to the initial set and designate G1 again. */
+            emit_escape(e, init_g0);
+            g0 = init_g0;
+            g1 = SET_NONE;
+        }
         if (sets[use].g1 && g1 != use) {
             emit_escape(e, use);
             g1 = use;

@@ -45,11 +45,8 @@ static const struct dcm_dict_entry *lookup_repeating(uint32_t tag)
             if (idx == 0)
                 break;
             const struct dcm_dict_entry *e = &dcm_dict_entries[idx - 1];
-            if (e->tag == key && e->mask == mask) {
-                /* Repeating groups 50xx and 60xx are the even groups 5000-501E, 6000-601E
-                 * (PS3.5 7.6); an odd group there is private. */
+            if (e->tag == key && e->mask == mask)
                 return e;
-            }
         }
     }
     return NULL;
@@ -97,7 +94,7 @@ const char *dcm_dict_keyword(uint32_t tag)
     if (e && e->keyword[0])
         return e->keyword;
     if (dcm_tag_is_group_length(tag))
-        return "GroupLength";
+        return "GenericGroupLength";
     if (dcm_tag_is_private_creator(tag))
         return "PrivateCreator";
     return "";

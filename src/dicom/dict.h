@@ -37,7 +37,8 @@ const struct dcm_dict_entry *dcm_dict_lookup_keyword(const char *keyword);
  * VR; UL for group lengths (gggg,0000); LO for private creators (gggg,0010-00FF, odd gggg); UN
  * for other private and unknown tags. Ambiguous VRs give their first choice. */
 enum dcm_vr dcm_dict_vr(uint32_t tag);
-/* A keyword for display: the dictionary keyword, "GroupLength", "PrivateCreator", or "" */
+/* A keyword for display: the dictionary keyword, "GenericGroupLength", "PrivateCreator", or
+ * "" */
 const char *dcm_dict_keyword(uint32_t tag);
 /* Number of entries in the generated table (for tests). */
 unsigned dcm_dict_size(void);

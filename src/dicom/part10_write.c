@@ -213,7 +213,7 @@ static int write_element(struct writer *w, const struct dcm_dataset *ds, size_t 
     if (vr == DCM_VR_SQ) {
         bool undefined = element_undefined(w, e);
         uint64_t len = undefined ? DCM_UNDEFINED_LENGTH : value_length(w, e);
-        if (len > 0xFFFFFFFEu)
+        if (!undefined && len > 0xFFFFFFFEu)
             return tr_error_set(w->err, TR_ELIMIT, "sequence (%04X,%04X) is longer than 4 GiB",
                                 DCM_TAG_GROUP(e->tag), DCM_TAG_ELEMENT(e->tag));
         if ((rc = put_header(w, e->tag, vr, (uint32_t)len, true)))
@@ -454,7 +454,16 @@ int dcm_file_write(const struct dcm_file *f, const struct dcm_write_options *opt
     if (!f->dataset)
         return tr_error_set(err, TR_EINVAL, "no data set to write");
     const struct dcm_transfer_syntax *ts;
-    int rc = choose_ts(f->dataset, opt->ts_uid, f->ts, &ts, err);
+    /* A transfer syntax we do not know (a newer or a private one) with compressed pixel data:
+     * keep its UID and write the rest as Explicit VR Little Endian, which is what every
+     * encapsulated transfer syntax uses (PS3.5 A.4). */
+    struct dcm_transfer_syntax unknown = {f->ts_uid, "", "unknown compressed transfer syntax",
+                                          DCM_TS_ENCAPSULATED};
+    const struct dcm_transfer_syntax *own = f->ts;
+    if (f->ts_detected && f->ts_uid[0] && !dcm_ts_lookup(f->ts_uid) &&
+        has_encapsulated_pixels(f->dataset) && !(own && (own->flags & DCM_TS_IMPLICIT_VR)))
+        own = &unknown;
+    int rc = choose_ts(f->dataset, opt->ts_uid, own, &ts, err);
     if (rc)
         return rc;
 

@@ -61,13 +61,14 @@ const struct dcm_transfer_syntax dcm_ts_table[] = {
     {"1.2.840.10008.1.2.4.204", "JPIPHTJ2KReferenced", "JPIP HTJ2K Referenced", DCM_TS_REFERENCED},
     {"1.2.840.10008.1.2.4.205", "JPIPHTJ2KReferencedDeflate", "JPIP HTJ2K Referenced Deflate", DCM_TS_REFERENCED | DCM_TS_DEFLATED},
     {"1.2.840.10008.1.2.5", "RLELossless", "RLE Lossless", DCM_TS_ENCAPSULATED},
+    {"1.2.840.10008.1.2.8.1", "DeflatedImageFrameCompression", "Deflated Image Frame Compression", DCM_TS_ENCAPSULATED},
     {"1.2.840.10008.1.2.6.1", "RFC2557MIMEEncapsulation", "RFC 2557 MIME encapsulation", DCM_TS_RETIRED},
     {"1.2.840.10008.1.2.6.2", "XMLEncoding", "XML Encoding", DCM_TS_RETIRED},
     {"1.2.840.10008.1.2.7.1", "SMPTEST211020UncompressedProgressiveActiveVideo", "SMPTE ST 2110-20 Uncompressed Progressive Active Video", 0},
     {"1.2.840.10008.1.2.7.2", "SMPTEST211020UncompressedInterlacedActiveVideo", "SMPTE ST 2110-20 Uncompressed Interlaced Active Video", 0},
     {"1.2.840.10008.1.2.7.3", "SMPTEST211030PCMDigitalAudio", "SMPTE ST 2110-30 PCM Digital Audio", 0},
 };
-const unsigned dcm_ts_count = 61;
+const unsigned dcm_ts_count = 62;
 
 /* Sorted by UID (strcmp order) for binary search. */
 const struct dcm_uid_entry dcm_uid_table[] = {
@@ -133,6 +134,7 @@ const struct dcm_uid_entry dcm_uid_table[] = {
     {"1.2.840.10008.1.2.7.1", "SMPTEST211020UncompressedProgressiveActiveVideo", "SMPTE ST 2110-20 Uncompressed Progressive Active Video", "Transfer Syntax"},
     {"1.2.840.10008.1.2.7.2", "SMPTEST211020UncompressedInterlacedActiveVideo", "SMPTE ST 2110-20 Uncompressed Interlaced Active Video", "Transfer Syntax"},
     {"1.2.840.10008.1.2.7.3", "SMPTEST211030PCMDigitalAudio", "SMPTE ST 2110-30 PCM Digital Audio", "Transfer Syntax"},
+    {"1.2.840.10008.1.2.8.1", "DeflatedImageFrameCompression", "Deflated Image Frame Compression", "Transfer Syntax"},
     {"1.2.840.10008.1.20.1", "StorageCommitmentPushModelSOPClass", "Storage Commitment Push Model SOP Class", "SOP Class"},
     {"1.2.840.10008.1.20.1.1", "StorageCommitmentPushModelSOPInstance", "Storage Commitment Push Model SOP Instance", "Well-known SOP Instance"},
     {"1.2.840.10008.1.3.10", "MediaStorageDirectoryStorage", "Media Storage Directory Storage", "SOP Class"},
@@ -328,4 +330,4 @@ const struct dcm_uid_entry dcm_uid_table[] = {
     {"1.2.840.10008.5.1.4.44.1", "ImplantAssemblyTemplateStorage", "Implant Assembly Template Storage", "SOP Class"},
     {"1.2.840.10008.5.1.4.45.1", "ImplantTemplateGroupStorage", "Implant Template Group Storage", "SOP Class"},
 };
-const unsigned dcm_uid_count = 256;
+const unsigned dcm_uid_count = 257;
