@@ -6,6 +6,7 @@
 #include "common.h"
 #include "dcm.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 
@@ -22,6 +23,8 @@ static const char convert_help[] =
     "                        ExplicitVRLittleEndian, or a transfer syntax UID\n"
     "  -d, --defined-lengths write sequences and items with defined lengths\n"
     "  -f, --force           also read IN without the DICOM Part 10 header (a bare data set)\n"
+    "  -j, --from-json       IN is a DICOM JSON object (PS3.18 F.2), as `telerad json` prints;\n"
+    "                        OUT is written in Explicit VR Little Endian unless --ts is given\n"
     "  -h, --help            show this help\n"
     "\n"
     "Exit status: 0 on success, 1 if IN cannot be read or OUT cannot be written, 2 on wrong\n"
@@ -47,20 +50,59 @@ static const char *transfer_syntax_uid(const char *name)
     return dcm_ts_lookup(name) ? name : NULL;
 }
 
+/* A DICOM JSON file as a dcm_file with an empty meta group. */
+static int read_json_file(const char *path, struct dcm_file **out, struct tr_error *err)
+{
+    FILE *fp = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    if (!fp)
+        return tr_error_set(err, TR_EIO, "cannot open: %s", strerror(errno));
+    struct tr_buf text;
+    tr_buf_init(&text, (size_t)1 << 32);
+    char chunk[65536];
+    size_t n;
+    int rc = 0;
+    while (rc == 0 && (n = fread(chunk, 1, sizeof(chunk), fp)) > 0)
+        rc = tr_buf_add(&text, chunk, n);
+    if (rc == 0 && ferror(fp))
+        rc = tr_error_set(err, TR_EIO, "cannot read: %s", strerror(errno));
+    else if (rc)
+        rc = tr_error_set(err, rc, "%s", tr_strerror(rc));
+    if (fp != stdin)
+        fclose(fp);
+    struct dcm_file *f = NULL;
+    if (rc == 0) {
+        f = tr_calloc(1, sizeof(*f));
+        if (!f || !(f->meta = dcm_dataset_new()))
+            rc = tr_error_set(err, TR_ENOMEM, "out of memory");
+    }
+    if (rc == 0)
+        rc = dcm_json_read(text.data ? text.data : "", text.len, NULL, &f->dataset, err);
+    tr_buf_release(&text);
+    if (rc) {
+        dcm_file_free(f);
+        return rc;
+    }
+    f->ts = dcm_ts_lookup(DCM_UID_ExplicitVRLittleEndian);
+    *out = f;
+    return 0;
+}
+
 int cmd_convert(int argc, char **argv)
 {
     static const struct option options[] = {
         {"ts", required_argument, NULL, 't'},     {"defined-lengths", no_argument, NULL, 'd'},
-        {"force", no_argument, NULL, 'f'},        {"help", no_argument, NULL, 'h'},
+        {"force", no_argument, NULL, 'f'},        {"from-json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     struct dcm_read_options ropt;
     struct dcm_write_options wopt;
     dcm_read_options_init(&ropt);
     dcm_write_options_init(&wopt);
+    bool from_json = false;
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "t:dfh", options, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "t:dfjh", options, NULL)) != -1) {
         switch (c) {
         case 't':
             wopt.ts_uid = transfer_syntax_uid(optarg);
@@ -71,6 +113,7 @@ int cmd_convert(int argc, char **argv)
             break;
         case 'd': wopt.defined_lengths = true; break;
         case 'f': ropt.allow_no_meta = true; break;
+        case 'j': from_json = true; break;
         case 'h': fputs(convert_help, stdout); return CLI_OK;
         default: fputs(convert_help, stderr); return CLI_USAGE;
         }
@@ -82,7 +125,7 @@ int cmd_convert(int argc, char **argv)
     const char *in = argv[optind], *out = argv[optind + 1];
     struct tr_error err = TR_ERROR_INIT;
     struct dcm_file *f;
-    if (dcm_file_read(in, &ropt, &f, &err) < 0) {
+    if (from_json ? read_json_file(in, &f, &err) < 0 : dcm_file_read(in, &ropt, &f, &err) < 0) {
         cli_error("%s: %s", in, err.message);
         return CLI_FAILED;
     }

@@ -7,7 +7,9 @@ charset_files, and ../shared/data/pydicom-data when present):
   * pydicom reads it (dcmread, default options) and converts it: telerad must print the same
     attributes with the same VR and the same values (binary VRs: InlineBinary present on both
     sides or on neither);
-  * pydicom refuses it: telerad must exit non-zero with one message on standard error.
+  * pydicom refuses it: telerad must exit non-zero with one message on standard error;
+  * and the reader: pydicom's JSON, read by `telerad convert --from-json` into a Part 10 file,
+    must come back out of `telerad json` equal to pydicom's JSON.
 
 Known, deliberate differences (each with its reason) are listed in DELIBERATE below; they are
 reported but do not fail the run. Exit status: 0 when everything else matches, 1 otherwise.
@@ -17,8 +19,10 @@ usage: compare_pydicom.py TELERAD [DIR...] [--verbose]
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import warnings
 
 warnings.simplefilter("ignore")
@@ -73,6 +77,18 @@ def telerad_json(telerad, path):
         return None, "output is not JSON: %s" % e, -1
 
 
+def telerad_json_reader(telerad, theirs, tmp):
+    src, out = os.path.join(tmp, "in.json"), os.path.join(tmp, "out.dcm")
+    with open(src, "w", encoding="utf-8") as f:
+        json.dump(theirs, f, ensure_ascii=False)
+    p = subprocess.run([telerad, "convert", "--from-json", src, out], capture_output=True,
+                       timeout=60)
+    if p.returncode != 0:
+        return None, p.stderr.decode("utf-8", "replace").strip()
+    back, err, _ = telerad_json(telerad, out)
+    return back, err
+
+
 def norm_pn(v):
     if isinstance(v, dict):
         return {k: x for k, x in v.items() if x not in ("", None)}
@@ -87,9 +103,14 @@ def same_number(a, b):
     return a == b
 
 
-def compare(ours, theirs, path, diffs):
+def compare(ours, theirs, path, diffs, strict_vr=False):
+    """strict_vr: the JSON-reader check. There, what writing a Part 10 file must change is
+    accepted: group lengths are recomputed, and text read from JSON (UTF-8) is declared as
+    ISO_IR 192 whatever the original Specific Character Set was."""
     for tag in sorted(set(ours) | set(theirs)):
         where = path + tag
+        if tag not in ours and strict_vr and tag == "00080005":
+            continue  # an item's own character set: the read-back data set is UTF-8 throughout
         if tag not in ours:
             diffs.append("%s: missing in telerad (pydicom: %s)" % (where, short(theirs[tag])))
             continue
@@ -97,13 +118,17 @@ def compare(ours, theirs, path, diffs):
             diffs.append("%s: extra in telerad: %s" % (where, short(ours[tag])))
             continue
         a, b = ours[tag], theirs[tag]
-        if a.get("vr") != b.get("vr") and private_vr_policy(tag, a, b):
+        if not strict_vr and a.get("vr") != b.get("vr") and private_vr_policy(tag, a, b):
             POLICY_COUNT[0] += 1
             continue
         if a.get("vr") != b.get("vr"):
             diffs.append("%s: VR %s, pydicom %s" % (where, a.get("vr"), b.get("vr")))
             continue
         vr = a["vr"]
+        if strict_vr and tag.endswith("0000") and vr == "UL":
+            continue
+        if strict_vr and tag == "00080005" and a.get("Value") == ["ISO_IR 192"]:
+            continue
         if vr in BINARY_VRS:
             if ("InlineBinary" in a) != ("InlineBinary" in b):
                 diffs.append("%s: InlineBinary presence differs" % where)
@@ -114,7 +139,7 @@ def compare(ours, theirs, path, diffs):
                 diffs.append("%s: %d items, pydicom %d" % (where, len(va), len(vb)))
                 continue
             for i, (ia, ib) in enumerate(zip(va, vb)):
-                compare(ia, ib, "%s[%d]." % (where, i), diffs)
+                compare(ia, ib, "%s[%d]." % (where, i), diffs, strict_vr)
             continue
         if vr == "PN":
             va = [norm_pn(v) for v in va]
@@ -145,11 +170,26 @@ def main():
     for root in roots:
         for d, _, names in os.walk(root):
             files += [os.path.join(d, n) for n in sorted(names)]
-    counts = {"match": 0, "refused_both": 0, "deliberate": 0, "fail": 0}
+    counts = {"match": 0, "refused_both": 0, "deliberate": 0, "fail": 0, "reader": 0}
+    tmp = tempfile.mkdtemp(prefix="telerad-compare-")
     for path in files:
         name = os.path.basename(path)
         theirs, their_err = pydicom_json(path)
         ours, our_err, rc = telerad_json(telerad, path)
+        if theirs is not None:
+            back, back_err = telerad_json_reader(telerad, theirs, tmp)
+            reader_diffs = []
+            if back is None:
+                reader_diffs.append("telerad cannot read pydicom's JSON: %s" % back_err)
+            else:
+                compare(back, theirs, "", reader_diffs, strict_vr=True)
+            if reader_diffs:
+                counts["fail"] += 1
+                print("FAIL %s: JSON read back differs" % path)
+                for d in reader_diffs[:8]:
+                    print("       " + d)
+            else:
+                counts["reader"] += 1
         if rc < 0 and rc != -1:
             print("FAIL %s: telerad died with signal %d" % (path, -rc))
             counts["fail"] += 1
@@ -191,6 +231,8 @@ def main():
                            counts["fail"]))
     print("%d private elements kept as UN where pydicom used its private dictionary"
           % POLICY_COUNT[0])
+    print("JSON reader: %d of pydicom's JSON documents read back unchanged" % counts["reader"])
+    shutil.rmtree(tmp, ignore_errors=True)
     return 1 if counts["fail"] else 0
 
 
