@@ -8,7 +8,7 @@ set -euo pipefail
 BUILD=(build-essential cmake pkg-config zlib1g-dev libjansson-dev)
 # Test: unit tests, fuzzing, and the real peers used as oracles.
 TEST=(libcmocka-dev clang libclang-rt-14-dev python3 python3-pydicom python3-numpy dcmtk
-      dicom3tools)
+      dicom3tools time valgrind)
 
 want=("${BUILD[@]}")
 if [[ "${1:-}" == "--test" ]]; then

@@ -51,6 +51,13 @@ int tr_buf_grow(struct tr_buf *b, size_t extra)
 
 int tr_buf_add(struct tr_buf *b, const void *p, size_t n)
 {
+    /* Fast path: room enough and under the cap. */
+    if (b->alloc - b->len > n && b->len + n <= b->max) {
+        memcpy(b->data + b->len, p, n);
+        b->len += n;
+        b->data[b->len] = '\0';
+        return 0;
+    }
     int rc = tr_buf_grow(b, n);
     if (rc < 0)
         return rc;

@@ -36,6 +36,8 @@ struct reader {
     struct dcm_dataset *root;
     unsigned ambiguous;   /* elements whose VR must be resolved after parsing */
     bool stopped;         /* header_only stop reached */
+    bool partial;         /* buf is only the first part of the file (header-only fast path):
+                             running out of it means "read more", reported as TR_ETRUNCATED */
     uint64_t stop_offset;
 };
 
@@ -382,6 +384,10 @@ static int parse_dataset(struct reader *r, struct dcm_dataset *ds, size_t end, b
         if (ds->depth == 0 && end - r->pos < 8 && !undefined) {
             /* Up to 7 trailing bytes after the last element of the file: padding some writers
              * leave; pydicom and DCMTK ignore it. */
+            if (r->partial) {
+                rc = TR_ETRUNCATED;
+                goto out;
+            }
             break;
         }
         size_t pos = r->pos;
@@ -770,6 +776,8 @@ static int parse_file(struct reader *r, struct dcm_file *f)
         r->implicit = f->ts->flags & DCM_TS_IMPLICIT_VR;
         r->big_endian = f->ts->flags & DCM_TS_BIG_ENDIAN;
         if (f->ts->flags & DCM_TS_DEFLATED) {
+            if (r->partial)
+                return TR_ETRUNCATED; /* inflate needs the whole stream */
             if ((rc = inflate_dataset(r, f)))
                 return rc;
         }
@@ -789,6 +797,8 @@ static int parse_file(struct reader *r, struct dcm_file *f)
     rc = parse_dataset(r, f->dataset, r->len, false, &why);
     if (rc)
         return rc;
+    if (r->partial && !r->stopped)
+        return TR_ETRUNCATED; /* the header goes on past the part that was read */
     if (r->ambiguous)
         resolve_ambiguous(f->dataset, r->big_endian);
     f->stopped_before_pixels = r->stopped;
@@ -829,7 +839,7 @@ struct dcm_dataset *dcm_file_take_dataset(struct dcm_file *f)
     return ds;
 }
 
-static int read_buffer(const uint8_t *data, size_t len, struct dcm_source *src,
+static int read_buffer(const uint8_t *data, size_t len, struct dcm_source *src, bool partial,
                        const struct dcm_read_options *opt, struct dcm_file **out,
                        struct tr_error *err)
 {
@@ -846,7 +856,8 @@ static int read_buffer(const uint8_t *data, size_t len, struct dcm_source *src,
         dcm_dataset_attach_source(f->dataset, src);
     }
     f->size = len;
-    struct reader r = {.buf = data, .len = len, .opt = opt, .err = err, .root = f->dataset};
+    struct reader r = {.buf = data, .len = len, .opt = opt, .err = partial ? NULL : err,
+                       .root = f->dataset, .partial = partial};
     int rc = parse_file(&r, f);
     if (rc) {
         dcm_file_free(f);
@@ -859,7 +870,7 @@ static int read_buffer(const uint8_t *data, size_t len, struct dcm_source *src,
 int dcm_file_read_memory(const void *data, size_t len, const struct dcm_read_options *opt,
                          struct dcm_file **out, struct tr_error *err)
 {
-    return read_buffer(data, len, NULL, opt, out, err);
+    return read_buffer(data, len, NULL, false, opt, out, err);
 }
 
 static int read_stream(int fd, uint8_t **data, size_t *len, struct tr_error *err)
@@ -887,6 +898,43 @@ static int read_stream(int fd, uint8_t **data, size_t *len, struct tr_error *err
     }
     *data = (uint8_t *)tr_buf_detach(&b, len);
     return *data ? 0 : tr_error_set(err, TR_ENOMEM, "out of memory");
+}
+
+/* Header-only reads first try the first HEADER_PREFIX bytes of the file. */
+#define HEADER_PREFIX 16384
+
+static int read_prefix(int fd, size_t file_size, const struct dcm_read_options *opt,
+                       struct dcm_file **out, struct tr_error *err)
+{
+    uint8_t *buf = tr_malloc(HEADER_PREFIX);
+    if (!buf)
+        return tr_error_set(err, TR_ENOMEM, "out of memory");
+    size_t got = 0;
+    while (got < HEADER_PREFIX) {
+        ssize_t n = pread(fd, buf + got, HEADER_PREFIX - got, (off_t)got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    if (got < HEADER_PREFIX) {
+        tr_free(buf);
+        return TR_ETRUNCATED; /* the file changed under us: let the mapped read decide */
+    }
+    struct dcm_source *src = dcm_source_new_heap(buf);
+    if (!src) {
+        tr_free(buf);
+        return tr_error_set(err, TR_ENOMEM, "out of memory");
+    }
+    /* Errors other than running out of the prefix are real: repeat them with `err`. */
+    int rc = read_buffer(buf, HEADER_PREFIX, src, true, opt, out, NULL);
+    dcm_source_unref(src);
+    if (rc == 0)
+        (*out)->size = file_size;
+    else if (rc != TR_ETRUNCATED)
+        rc = TR_ETRUNCATED; /* re-read mapped to get the full message */
+    return rc;
 }
 
 int dcm_file_read(const char *path, const struct dcm_read_options *opt, struct dcm_file **out,
@@ -919,13 +967,21 @@ int dcm_file_read(const char *path, const struct dcm_read_options *opt, struct d
             return tr_error_set(err, TR_ELIMIT, "the file is too large to map");
         }
         len = (size_t)st.st_size;
+        if (opt && opt->header_only && len > HEADER_PREFIX) {
+            /* Most headers are a few KB: one pread is much cheaper than mapping the file
+             * (mmap, page faults, munmap). If the header does not end in the prefix, the
+             * parse says so and the whole file is mapped instead. */
+            int rc = read_prefix(fd, len, opt, out, err);
+            if (rc != TR_ETRUNCATED) {
+                close(fd);
+                return rc;
+            }
+        }
         void *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
         int e = errno;
         close(fd);
         if (map == MAP_FAILED)
             return tr_error_set(err, TR_EIO, "cannot map: %s", strerror(e));
-        if (opt && opt->header_only)
-            madvise(map, len, MADV_RANDOM);
         src = dcm_source_new_map(map, len);
         if (!src) {
             munmap(map, len);
@@ -945,7 +1001,7 @@ int dcm_file_read(const char *path, const struct dcm_read_options *opt, struct d
         }
         data = heap;
     }
-    int rc = read_buffer(data, len, src, opt, out, err);
+    int rc = read_buffer(data, len, src, false, opt, out, err);
     dcm_source_unref(src);
     return rc;
 }

@@ -66,14 +66,34 @@ const char *dcm_vr_name(enum dcm_vr vr)
     return vr_table[vr].code;
 }
 
+#define VR_INDEX(a, b) (((a) - 'A') * 26 + ((b) - 'A'))
+
+/* Two upper-case letters -> VR, one table lookup (this runs for every explicit VR element). */
+static const uint8_t vr_by_code[26 * 26] = {
+    [VR_INDEX('A', 'E')] = DCM_VR_AE, [VR_INDEX('A', 'S')] = DCM_VR_AS,
+    [VR_INDEX('A', 'T')] = DCM_VR_AT, [VR_INDEX('C', 'S')] = DCM_VR_CS,
+    [VR_INDEX('D', 'A')] = DCM_VR_DA, [VR_INDEX('D', 'S')] = DCM_VR_DS,
+    [VR_INDEX('D', 'T')] = DCM_VR_DT, [VR_INDEX('F', 'D')] = DCM_VR_FD,
+    [VR_INDEX('F', 'L')] = DCM_VR_FL, [VR_INDEX('I', 'S')] = DCM_VR_IS,
+    [VR_INDEX('L', 'O')] = DCM_VR_LO, [VR_INDEX('L', 'T')] = DCM_VR_LT,
+    [VR_INDEX('O', 'B')] = DCM_VR_OB, [VR_INDEX('O', 'D')] = DCM_VR_OD,
+    [VR_INDEX('O', 'F')] = DCM_VR_OF, [VR_INDEX('O', 'L')] = DCM_VR_OL,
+    [VR_INDEX('O', 'V')] = DCM_VR_OV, [VR_INDEX('O', 'W')] = DCM_VR_OW,
+    [VR_INDEX('P', 'N')] = DCM_VR_PN, [VR_INDEX('S', 'H')] = DCM_VR_SH,
+    [VR_INDEX('S', 'L')] = DCM_VR_SL, [VR_INDEX('S', 'Q')] = DCM_VR_SQ,
+    [VR_INDEX('S', 'S')] = DCM_VR_SS, [VR_INDEX('S', 'T')] = DCM_VR_ST,
+    [VR_INDEX('S', 'V')] = DCM_VR_SV, [VR_INDEX('T', 'M')] = DCM_VR_TM,
+    [VR_INDEX('U', 'C')] = DCM_VR_UC, [VR_INDEX('U', 'I')] = DCM_VR_UI,
+    [VR_INDEX('U', 'L')] = DCM_VR_UL, [VR_INDEX('U', 'N')] = DCM_VR_UN,
+    [VR_INDEX('U', 'R')] = DCM_VR_UR, [VR_INDEX('U', 'S')] = DCM_VR_US,
+    [VR_INDEX('U', 'T')] = DCM_VR_UT, [VR_INDEX('U', 'V')] = DCM_VR_UV,
+};
+
 enum dcm_vr dcm_vr_from_code(const uint8_t code[2])
 {
-    /* A 26x26 lookup would be faster still; the switch on the first letter keeps it obvious. */
-    for (int i = 1; i < DCM_VR_COUNT; i++) {
-        if (vr_table[i].code[0] == code[0] && vr_table[i].code[1] == code[1])
-            return (enum dcm_vr)i;
-    }
-    return DCM_VR_NONE;
+    if (code[0] < 'A' || code[0] > 'Z' || code[1] < 'A' || code[1] > 'Z')
+        return DCM_VR_NONE;
+    return (enum dcm_vr)vr_by_code[VR_INDEX(code[0], code[1])];
 }
 
 enum dcm_vr dcm_vr_from_string(const char *s)

@@ -9,6 +9,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <unistd.h>
+
 #include "common.h"
 #include "dcm.h"
 
@@ -270,6 +272,61 @@ static void test_header_only(void **state)
     dcm_file_free(f);
 }
 
+/* Header-only reads of files first parse a prefix, then map the whole file if the header is
+ * longer: both ways must give the same header. */
+static void test_header_only_files(void **state)
+{
+    (void)state;
+    for (int big_header = 0; big_header < 2; big_header++) {
+        struct dcm_dataset *ds = sample_dataset();
+        uint8_t *blob = tr_calloc(1, 40000);
+        if (big_header)
+            dcm_dataset_set_bytes(ds, 0x00091002, DCM_VR_OB, blob, 40000);
+        else
+            dcm_dataset_set_bytes(ds, DCM_TAG_PixelData, DCM_VR_OW, blob, 40000);
+        tr_free(blob);
+        struct dcm_file *f = file_of(ds, DCM_UID_ExplicitVRLittleEndian);
+        char path[] = "/tmp/telerad-test-XXXXXX";
+        int fd = mkstemp(path);
+        assert_true(fd >= 0);
+        close(fd);
+        struct tr_error err = TR_ERROR_INIT;
+        assert_int_equal(dcm_file_write_path(f, NULL, path, &err), 0);
+        struct dcm_read_options opt;
+        dcm_read_options_init(&opt);
+        opt.header_only = true;
+        struct dcm_file *g;
+        assert_int_equal(dcm_file_read(path, &opt, &g, &err), 0);
+        assert_true(g->stopped_before_pixels);
+        assert_non_null(dcm_dataset_get(g->dataset, 0x00280010));
+        if (big_header)
+            assert_int_equal(dcm_dataset_get(g->dataset, 0x00091002)->length, 40000);
+        char *a = NULL, *b = NULL;
+        struct dcm_file *full;
+        assert_int_equal(dcm_file_read(path, NULL, &full, &err), 0);
+        assert_int_equal(g->size, full->size);
+        dcm_dataset_remove(full->dataset, DCM_TAG_PixelData);
+        dcm_dataset_remove(full->dataset, 0x7FE00009);
+        a = json_of(g->dataset);
+        b = json_of(full->dataset);
+        assert_string_equal(a, b);
+        tr_free(a);
+        tr_free(b);
+        dcm_file_free(full);
+        dcm_file_free(g);
+        /* A file cut inside the header (inside the 40,000-byte private value, past the
+         * prefix) is still refused, with the real message. */
+        if (big_header) {
+            assert_int_equal(truncate(path, 20000), 0);
+            tr_error_clear(&err);
+            assert_int_equal(dcm_file_read(path, &opt, &g, &err), TR_ETRUNCATED);
+            assert_non_null(strstr(err.message, "(0009,1002)"));
+        }
+        unlink(path);
+        dcm_file_free(f);
+    }
+}
+
 static void test_bare_dataset(void **state)
 {
     (void)state;
@@ -469,6 +526,7 @@ int main(void)
         cmocka_unit_test(test_meta_group),
         cmocka_unit_test(test_encapsulated),
         cmocka_unit_test(test_header_only),
+        cmocka_unit_test(test_header_only_files),
         cmocka_unit_test(test_bare_dataset),
         cmocka_unit_test(test_depth_limit),
         cmocka_unit_test(test_truncation),
