@@ -5,10 +5,10 @@
 set -euo pipefail
 
 # Build and run.
-BUILD=(build-essential cmake pkg-config zlib1g-dev libjansson-dev)
+BUILD=(build-essential cmake pkg-config zlib1g-dev libjansson-dev libssl-dev)
 # Test: unit tests, fuzzing, and the real peers used as oracles.
 TEST=(libcmocka-dev clang libclang-rt-14-dev python3 python3-pydicom python3-numpy dcmtk
-      dicom3tools time valgrind)
+      dicom3tools time valgrind openssl)
 
 want=("${BUILD[@]}")
 if [[ "${1:-}" == "--test" ]]; then

@@ -11,6 +11,7 @@ enum cli_exit {
     CLI_USAGE = 2,  /* wrong options or arguments */
 };
 
+int cmd_serve(int argc, char **argv);
 int cmd_dump(int argc, char **argv);
 int cmd_json(int argc, char **argv);
 int cmd_convert(int argc, char **argv);

@@ -9,8 +9,6 @@
 #include "common.h"
 #include "dcm.h"
 
-#endif
-
 /* ---- internals shared by the dataset, reader and writer ---- */
 
 /* A buffer that element values point into: a mapped file or a heap block. */
@@ -59,3 +57,5 @@ size_t dcm_dataset_find(const struct dcm_dataset *ds, uint32_t tag, bool *found)
 int dcm_ds_format(double v, char out[32]);
 /* Trim the insignificant characters of one string value of `vr` (in place on the pointers). */
 void dcm_string_trim(enum dcm_vr vr, const char **start, const char **end);
+
+#endif

@@ -134,9 +134,11 @@ static int add_number_string(struct jw *w, const struct dcm_element *e, const ch
         }
         return tr_buf_addf(&w->out, "%lld", v);
     }
-    if (is_json_number(text, n))
-        return tr_buf_add(&w->out, text, n);
     double d = strtod(text, &end);
+    /* Written as it is when it is a JSON number and a finite double (jansson and most JSON
+     * readers refuse "1e999"). */
+    if (is_json_number(text, n) && isfinite(d))
+        return tr_buf_add(&w->out, text, n);
     if (*end != '\0' || end == text || !isfinite(d)) {
         char msg[128];
         snprintf(msg, sizeof(msg), "DS value \"%s\" is not a decimal number", text);

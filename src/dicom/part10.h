@@ -34,7 +34,8 @@ struct dcm_read_options {
     bool header_only;           /* stop before (7FE0,0008), (7FE0,0009), (7FE0,0010) */
     bool allow_no_meta;         /* accept a bare data set without preamble/"DICM"/meta,
                                    detecting its transfer syntax (default false, as pydicom) */
-    uint64_t max_inflated_size; /* cap on a deflated data set once inflated (default 4 GiB) */
+    uint64_t max_inflated_size; /* cap on a deflated data set once inflated (default 512 MiB:
+                                   a deflate bomb must not take the server's memory) */
 };
 
 void dcm_read_options_init(struct dcm_read_options *opt);
@@ -95,6 +96,12 @@ int dcm_file_write(const struct dcm_file *f, const struct dcm_write_options *opt
  * temporary-file, fsync and rename. */
 int dcm_file_write_path(const struct dcm_file *f, const struct dcm_write_options *opt,
                         const char *path, struct tr_error *err);
+/* Write the preamble, "DICM" and a file meta group for a data set whose bytes follow
+ * (already encoded in `ts_uid`): what a receiver writes before the data set of a C-STORE.
+ * source_ae may be NULL. */
+int dcm_file_write_header(const char *sop_class, const char *sop_instance, const char *ts_uid,
+                          const char *source_ae, const struct tr_sink *sink, struct tr_error *err);
+
 /* Write a bare data set (no meta) in transfer syntax `ts_uid`. */
 int dcm_dataset_write(const struct dcm_dataset *ds, const char *ts_uid,
                       const struct dcm_write_options *opt, const struct tr_sink *sink,

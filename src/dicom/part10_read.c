@@ -20,7 +20,7 @@
 #include <zlib.h>
 
 #define MAX_DEPTH_LIMIT 1024          /* hard cap on max_depth: bounds the recursion */
-#define DEFAULT_MAX_INFLATED (4ull << 30)
+#define DEFAULT_MAX_INFLATED (512ull << 20)
 #define MAX_STREAM_READ (4ull << 30)   /* cap on a non-seekable input read into memory */
 
 struct reader {
@@ -36,6 +36,8 @@ struct reader {
     struct dcm_dataset *root;
     unsigned ambiguous;   /* elements whose VR must be resolved after parsing */
     bool stopped;         /* header_only stop reached */
+    uint32_t sequence;    /* tag of the innermost sequence being read, for messages;
+                             UINT32_MAX at the top level */
     bool partial;         /* buf is only the first part of the file (header-only fast path):
                              running out of it means "read more", reported as TR_ETRUNCATED */
     uint64_t stop_offset;
@@ -115,7 +117,7 @@ static int read_header(struct reader *r, struct header *h, size_t end)
     size_t left = end - r->pos;
     const uint8_t *p = r->buf + r->pos;
     if (left < 8)
-        return fail(r, TR_ETRUNCATED, r->pos, UINT32_MAX,
+        return fail(r, TR_ETRUNCATED, r->pos, left >= 4 ? read_tag(r, p) : r->sequence,
                     "the data ends inside an element header (%zu of 8 bytes)", left);
     h->tag = read_tag(r, p);
     h->vr = DCM_VR_NONE;
@@ -199,6 +201,8 @@ enum end_reason {
 
 static int parse_dataset(struct reader *r, struct dcm_dataset *ds, size_t end, bool undefined,
                          enum end_reason *why);
+static int parse_items(struct reader *r, struct dcm_dataset *ds, uint32_t seq_tag, size_t start,
+                       size_t end, bool undefined);
 
 static int check_depth(struct reader *r, struct dcm_dataset *ds, size_t pos, uint32_t tag)
 {
@@ -217,6 +221,17 @@ static int parse_sequence(struct reader *r, struct dcm_dataset *ds, uint32_t seq
     int rc = check_depth(r, ds, start, seq_tag);
     if (rc)
         return rc;
+    uint32_t outer = r->sequence;
+    r->sequence = seq_tag;
+    rc = parse_items(r, ds, seq_tag, start, end, undefined);
+    r->sequence = outer;
+    return rc;
+}
+
+static int parse_items(struct reader *r, struct dcm_dataset *ds, uint32_t seq_tag, size_t start,
+                       size_t end, bool undefined)
+{
+    int rc;
     for (;;) {
         if (r->pos >= end) {
             if (!undefined)
@@ -470,7 +485,7 @@ static int parse_dataset(struct reader *r, struct dcm_dataset *ds, size_t end, b
                 }
             }
             /* Any other undefined-length value: up to the sequence delimiter. */
-            size_t value_end;
+            size_t value_end = 0;
             if ((rc = scan_to_delimiter(r, h.tag, limit, &value_end)))
                 goto out;
             e.length = (uint32_t)(value_end - r->pos);
@@ -534,8 +549,8 @@ static int parse_dataset(struct reader *r, struct dcm_dataset *ds, size_t end, b
         }
     }
     if (undefined && ds->depth > 0)
-        rc = fail(r, TR_ETRUNCATED, r->pos, UINT32_MAX,
-                  "the data ends inside an item (no item delimiter)");
+        rc = fail(r, TR_ETRUNCATED, r->pos, r->sequence,
+                  "the data ends inside an item of this sequence (no item delimiter)");
 out:
     r->implicit = implicit;
     return rc;
@@ -857,7 +872,7 @@ static int read_buffer(const uint8_t *data, size_t len, struct dcm_source *src, 
     }
     f->size = len;
     struct reader r = {.buf = data, .len = len, .opt = opt, .err = partial ? NULL : err,
-                       .root = f->dataset, .partial = partial};
+                       .root = f->dataset, .partial = partial, .sequence = UINT32_MAX};
     int rc = parse_file(&r, f);
     if (rc) {
         dcm_file_free(f);
@@ -1025,7 +1040,7 @@ int dcm_dataset_read(const void *data, size_t len, const char *ts_uid,
     if (!ds)
         return tr_error_set(err, TR_ENOMEM, "out of memory");
     struct reader r = {.buf = data, .len = len, .base_offset = base_offset, .opt = opt,
-                       .err = err, .root = ds,
+                       .err = err, .root = ds, .sequence = UINT32_MAX,
                        .implicit = ts->flags & DCM_TS_IMPLICIT_VR,
                        .big_endian = ts->flags & DCM_TS_BIG_ENDIAN};
     enum end_reason why;

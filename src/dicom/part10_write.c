@@ -92,6 +92,9 @@ static uint64_t element_length(const struct writer *w, const struct dcm_element 
 {
     uint64_t v = value_length(w, e);
     enum dcm_vr vr = (enum dcm_vr)e->vr;
+    /* Group FFFE has no VR in any transfer syntax (put_header writes 8 bytes). */
+    if (DCM_TAG_GROUP(e->tag) == 0xFFFE)
+        return 8 + v;
     return header_size(w, vr, element_undefined(w, e) ? 0 : v) + v;
 }
 
@@ -263,7 +266,7 @@ static int write_element(struct writer *w, const struct dcm_dataset *ds, size_t 
             return rc;
         return put_value(w, vr, v, 4);
     }
-    bool long_header = uses_long_header(w, vr, len);
+    bool long_header = uses_long_header(w, vr, len) && DCM_TAG_GROUP(e->tag) != 0xFFFE;
     if (!w->implicit && long_header && !dcm_vr_info(vr)->long_header)
         vr = DCM_VR_UN; /* PS3.5 6.2.2 Note: too long for a 16-bit length: write as UN */
     if ((rc = put_header(w, e->tag, vr, (uint32_t)len, long_header)))
@@ -428,19 +431,85 @@ static int keep_meta(struct dcm_dataset *meta, const struct dcm_dataset *from, u
     return dcm_dataset_set_bytes(meta, tag, (enum dcm_vr)e->vr, e->value.bytes, e->length);
 }
 
-static int copy_uid_value(struct dcm_dataset *meta, uint32_t meta_tag,
-                          const struct dcm_dataset *ds, uint32_t ds_tag,
-                          const struct dcm_dataset *old_meta)
+static const char *uid_value(const struct dcm_dataset *ds, uint32_t tag, char *buf)
 {
-    const struct dcm_element *e = dcm_dataset_get(ds, ds_tag);
-    if (!e || e->length == 0) {
-        e = old_meta ? dcm_dataset_get(old_meta, meta_tag) : NULL;
-        if (!e || e->length == 0)
-            return 0; /* type 1 in PS3.10, but a data set without it can still be written */
-    }
+    buf[0] = '\0';
+    const struct dcm_element *e = ds ? dcm_dataset_get(ds, tag) : NULL;
+    if (!e || e->length == 0 || e->vr == DCM_VR_SQ)
+        return buf;
     const char *s = (const char *)e->value.bytes, *end = s + e->length;
     dcm_string_trim(DCM_VR_UI, &s, &end);
-    return dcm_dataset_set_bytes(meta, meta_tag, DCM_VR_UI, s, (size_t)(end - s));
+    size_t n = TR_MIN((size_t)(end - s), (size_t)DCM_UID_MAX);
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    return buf;
+}
+
+/* PS3.10 7.1: preamble, "DICM", and a meta group built afresh (kept: AE titles, addresses and
+ * private information of `old`). */
+static int write_header(const char *sop_class, const char *sop_instance, const char *ts_uid,
+                        const struct dcm_dataset *old, const char *source_ae,
+                        const struct tr_sink *sink, struct tr_error *err)
+{
+    struct dcm_dataset *meta = dcm_dataset_new();
+    if (!meta)
+        return tr_error_set(err, TR_ENOMEM, "out of memory");
+    static const uint8_t version[2] = {0x00, 0x01};
+    int rc = dcm_dataset_set_bytes(meta, DCM_TAG_FileMetaInformationVersion, DCM_VR_OB, version, 2);
+    if (!rc && sop_class && *sop_class)
+        rc = dcm_dataset_set_bytes(meta, DCM_TAG_MediaStorageSOPClassUID, DCM_VR_UI, sop_class,
+                                   strlen(sop_class));
+    if (!rc && sop_instance && *sop_instance)
+        rc = dcm_dataset_set_bytes(meta, DCM_TAG_MediaStorageSOPInstanceUID, DCM_VR_UI,
+                                   sop_instance, strlen(sop_instance));
+    if (!rc)
+        rc = dcm_dataset_set_bytes(meta, DCM_TAG_TransferSyntaxUID, DCM_VR_UI, ts_uid,
+                                   strlen(ts_uid));
+    if (!rc)
+        rc = dcm_dataset_set_bytes(meta, DCM_TAG_ImplementationClassUID, DCM_VR_UI,
+                                   DCM_IMPLEMENTATION_CLASS_UID,
+                                   strlen(DCM_IMPLEMENTATION_CLASS_UID));
+    if (!rc)
+        rc = dcm_dataset_set_bytes(meta, DCM_TAG_ImplementationVersionName, DCM_VR_SH,
+                                   DCM_IMPLEMENTATION_VERSION_NAME,
+                                   strlen(DCM_IMPLEMENTATION_VERSION_NAME));
+    if (!rc && source_ae && *source_ae)
+        rc = dcm_dataset_set_bytes(meta, DCM_TAG_SourceApplicationEntityTitle, DCM_VR_AE,
+                                   source_ae, strnlen(source_ae, 16));
+    static const uint32_t kept[] = {0x00020016, 0x00020017, 0x00020018, 0x00020026, 0x00020027,
+                                    0x00020028, 0x00020100, 0x00020102};
+    for (size_t i = 0; i < TR_ARRAY_SIZE(kept) && !rc; i++) {
+        if (!(kept[i] == DCM_TAG_SourceApplicationEntityTitle && source_ae && *source_ae))
+            rc = keep_meta(meta, old, kept[i]);
+    }
+    if (rc) {
+        dcm_dataset_free(meta);
+        return tr_error_set(err, rc, "cannot build the file meta information: %s",
+                            tr_strerror(rc));
+    }
+    struct writer mw = {.sink = sink, .err = err};
+    uint64_t meta_len = dataset_length(&mw, meta, false);
+    uint8_t glen[4];
+    tr_put_le32(glen, (uint32_t)meta_len);
+    rc = dcm_dataset_set_bytes(meta, DCM_TAG_FileMetaInformationGroupLength, DCM_VR_UL, glen, 4);
+    if (rc) {
+        dcm_dataset_free(meta);
+        return tr_error_set(err, rc, "out of memory");
+    }
+    uint8_t preamble[132];
+    memset(preamble, 0, 128);
+    memcpy(preamble + 128, "DICM", 4);
+    rc = put(&mw, preamble, sizeof(preamble));
+    for (size_t i = 0; i < meta->count && !rc; i++)
+        rc = write_element(&mw, meta, i);
+    dcm_dataset_free(meta);
+    return rc;
+}
+
+int dcm_file_write_header(const char *sop_class, const char *sop_instance, const char *ts_uid,
+                          const char *source_ae, const struct tr_sink *sink, struct tr_error *err)
+{
+    return write_header(sop_class, sop_instance, ts_uid, NULL, source_ae, sink, err);
 }
 
 int dcm_file_write(const struct dcm_file *f, const struct dcm_write_options *opt,
@@ -466,58 +535,14 @@ int dcm_file_write(const struct dcm_file *f, const struct dcm_write_options *opt
     int rc = choose_ts(f->dataset, opt->ts_uid, own, &ts, err);
     if (rc)
         return rc;
-
-    /* PS3.10 7.1: build the meta group afresh. */
-    struct dcm_dataset *meta = dcm_dataset_new();
-    if (!meta)
-        return tr_error_set(err, TR_ENOMEM, "out of memory");
-    static const uint8_t version[2] = {0x00, 0x01};
-    rc = dcm_dataset_set_bytes(meta, DCM_TAG_FileMetaInformationVersion, DCM_VR_OB, version, 2);
-    if (!rc)
-        rc = copy_uid_value(meta, DCM_TAG_MediaStorageSOPClassUID, f->dataset, DCM_TAG_SOPClassUID,
-                            f->meta);
-    if (!rc)
-        rc = copy_uid_value(meta, DCM_TAG_MediaStorageSOPInstanceUID, f->dataset,
-                            DCM_TAG_SOPInstanceUID, f->meta);
-    if (!rc)
-        rc = dcm_dataset_set_bytes(meta, DCM_TAG_TransferSyntaxUID, DCM_VR_UI, ts->uid,
-                                   strlen(ts->uid));
-    if (!rc)
-        rc = dcm_dataset_set_bytes(meta, DCM_TAG_ImplementationClassUID, DCM_VR_UI,
-                                   DCM_IMPLEMENTATION_CLASS_UID,
-                                   strlen(DCM_IMPLEMENTATION_CLASS_UID));
-    if (!rc)
-        rc = dcm_dataset_set_bytes(meta, DCM_TAG_ImplementationVersionName, DCM_VR_SH,
-                                   DCM_IMPLEMENTATION_VERSION_NAME,
-                                   strlen(DCM_IMPLEMENTATION_VERSION_NAME));
-    static const uint32_t kept[] = {0x00020016, 0x00020017, 0x00020018, 0x00020026, 0x00020027,
-                                    0x00020028, 0x00020100, 0x00020102};
-    for (size_t i = 0; i < TR_ARRAY_SIZE(kept) && !rc; i++)
-        rc = keep_meta(meta, f->meta, kept[i]);
-    if (rc) {
-        dcm_dataset_free(meta);
-        return tr_error_set(err, rc, "cannot build the file meta information: %s",
-                            tr_strerror(rc));
-    }
-    struct writer mw = {.sink = sink, .err = err};
-    uint64_t meta_len = dataset_length(&mw, meta, false);
-    uint8_t glen[4];
-    tr_put_le32(glen, (uint32_t)meta_len);
-    rc = dcm_dataset_set_bytes(meta, DCM_TAG_FileMetaInformationGroupLength, DCM_VR_UL, glen, 4);
-    if (rc) {
-        dcm_dataset_free(meta);
-        return tr_error_set(err, rc, "out of memory");
-    }
-
-    uint8_t preamble[132];
-    memset(preamble, 0, 128);
-    memcpy(preamble + 128, "DICM", 4);
-    rc = put(&mw, preamble, sizeof(preamble));
-    /* Write the meta group element by element: its group length was set explicitly above and
-     * must not be recomputed with the dataset rule (which skips group 0000/0002 anyway). */
-    for (size_t i = 0; i < meta->count && !rc; i++)
-        rc = write_element(&mw, meta, i);
-    dcm_dataset_free(meta);
+    /* Media Storage SOP Class / Instance come from the data set (PS3.10 7.1), or the old meta
+     * group when the data set lacks them. */
+    char sop_class[DCM_UID_MAX + 1], sop_instance[DCM_UID_MAX + 1];
+    if (!*uid_value(f->dataset, DCM_TAG_SOPClassUID, sop_class))
+        uid_value(f->meta, DCM_TAG_MediaStorageSOPClassUID, sop_class);
+    if (!*uid_value(f->dataset, DCM_TAG_SOPInstanceUID, sop_instance))
+        uid_value(f->meta, DCM_TAG_MediaStorageSOPInstanceUID, sop_instance);
+    rc = write_header(sop_class, sop_instance, ts->uid, f->meta, NULL, sink, err);
     if (rc)
         return rc;
     return write_body(f->dataset, ts, opt, sink, true, err);

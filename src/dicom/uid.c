@@ -48,6 +48,21 @@ const struct dcm_uid_entry *dcm_uid_lookup_keyword(const char *keyword)
     return NULL;
 }
 
+const struct dcm_uid_entry *dcm_uid_at(unsigned i)
+{
+    return i < dcm_uid_count ? &dcm_uid_table[i] : NULL;
+}
+
+bool dcm_uid_is_storage(const struct dcm_uid_entry *e)
+{
+    if (strcmp(e->type, "SOP Class") != 0)
+        return false;
+    size_t n = strlen(e->name);
+    if (n < 7 || strcmp(e->name + n - 7, "Storage") != 0)
+        return strstr(e->name, "Storage - For ") != NULL; /* "... Storage - For Presentation" */
+    return strcmp(e->uid, "1.2.840.10008.1.3.10") != 0; /* Media Storage Directory */
+}
+
 bool dcm_uid_is_valid(const char *uid, size_t len)
 {
     if (!uid || len == 0 || len > DCM_UID_MAX)

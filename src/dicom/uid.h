@@ -54,6 +54,11 @@ struct dcm_uid_entry {
 /* Any UID of the registry (transfer syntaxes, SOP classes, well-known instances). */
 const struct dcm_uid_entry *dcm_uid_lookup(const char *uid);
 const struct dcm_uid_entry *dcm_uid_lookup_keyword(const char *keyword);
+/* Iterate over the registry (sorted by UID); NULL past the end. */
+const struct dcm_uid_entry *dcm_uid_at(unsigned i);
+/* True for a storage SOP class (a SOP class for C-STORE: "... Storage", not media storage
+ * directories). */
+bool dcm_uid_is_storage(const struct dcm_uid_entry *e);
 
 /* PS3.5 9.1: 1-64 characters, digits and dots, components without leading zeros, not empty. */
 bool dcm_uid_is_valid(const char *uid, size_t len);

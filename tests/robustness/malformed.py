@@ -475,7 +475,8 @@ def make_cases(tmp, only):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("telerad")
-    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--jobs", type=int, default=2 * (os.cpu_count() or 1),
+                    help="runs in parallel (default: twice the CPUs; telerad mostly waits on exec)")
     ap.add_argument("--only", choices=["truncated", "lengths", "nesting", "mutations", "bomb",
                                        "files"])
     ap.add_argument("--keep", default=os.path.join(tempfile.gettempdir(), "telerad-malformed"),

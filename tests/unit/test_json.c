@@ -75,6 +75,23 @@ static void test_bad_numbers(void **state)
     dcm_dataset_free(ds);
 }
 
+/* A DS that is a JSON number but no finite double ("1e999") is not written as it is: JSON
+ * readers refuse it. Found by fuzz_json. */
+static void test_ds_overflow(void **state)
+{
+    (void)state;
+    struct dcm_dataset *ds = dcm_dataset_new();
+    dcm_dataset_set_bytes(ds, 0x00281050, DCM_VR_DS, "1e999 ", 6);
+    struct tr_buf b;
+    tr_buf_init(&b, 1 << 20);
+    struct tr_sink s = tr_sink_buf(&b);
+    struct tr_error err = TR_ERROR_INIT;
+    assert_int_equal(dcm_json_write(ds, NULL, &s, &err), TR_EFORMAT);
+    assert_non_null(strstr(err.message, "1e999"));
+    tr_buf_release(&b);
+    dcm_dataset_free(ds);
+}
+
 static void test_round_trip(void **state)
 {
     (void)state;
@@ -208,6 +225,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_write_model),        cmocka_unit_test(test_bad_numbers),
+        cmocka_unit_test(test_ds_overflow),
         cmocka_unit_test(test_round_trip),         cmocka_unit_test(test_read_errors),
         cmocka_unit_test(test_read_array_and_bulk), cmocka_unit_test(test_bulk_uri_threshold),
     };

@@ -445,6 +445,40 @@ static void test_huge_lengths(void **state)
                                  NULL, 0, &ds, &err) < 0);
 }
 
+/* An element in group FFFE that is not an item or delimiter has no VR in any encoding; the
+ * writer once counted a 12-byte explicit header for it and wrote 8 (found by fuzz_part10). */
+static void test_group_fffe_element(void **state)
+{
+    (void)state;
+    struct dcm_dataset *ds = dcm_dataset_new();
+    dcm_dataset_set_uid(ds, DCM_TAG_SOPClassUID, "1.2.840.10008.5.1.4.1.1.7");
+    dcm_dataset_set_uid(ds, DCM_TAG_SOPInstanceUID, "1.2.3");
+    struct dcm_dataset *item = dcm_dataset_add_item(ds, 0x00081115, NULL);
+    dcm_dataset_set_bytes(item, 0xFFFE0001, DCM_VR_UN, "abcd", 4);
+    dcm_dataset_set_uid(item, 0x0020000E, "1.2.3.4");
+    struct dcm_write_options opt;
+    dcm_write_options_init(&opt);
+    opt.defined_lengths = true;
+    struct dcm_file *f = file_of(ds, DCM_UID_ExplicitVRLittleEndian);
+    struct tr_buf out;
+    tr_buf_init(&out, 1 << 20);
+    struct tr_sink s = tr_sink_buf(&out);
+    struct tr_error err = TR_ERROR_INIT;
+    assert_int_equal(dcm_file_write(f, &opt, &s, &err), 0);
+    struct dcm_file *g;
+    if (dcm_file_read_memory(out.data, out.len, NULL, &g, &err))
+        fail_msg("re-read: %s", err.message);
+    const struct dcm_element *seq = dcm_dataset_get(g->dataset, 0x00081115);
+    assert_non_null(seq);
+    assert_int_equal(dcm_element_item_count(seq), 1);
+    char uid[65];
+    assert_int_equal(dcm_dataset_get_uid(dcm_element_item(seq, 0), 0x0020000E, uid, 65), 0);
+    assert_string_equal(uid, "1.2.3.4");
+    dcm_file_free(g);
+    tr_buf_release(&out);
+    dcm_file_free(f);
+}
+
 static void test_deflate_limit(void **state)
 {
     (void)state;
@@ -531,6 +565,7 @@ int main(void)
         cmocka_unit_test(test_depth_limit),
         cmocka_unit_test(test_truncation),
         cmocka_unit_test(test_huge_lengths),
+        cmocka_unit_test(test_group_fffe_element),
         cmocka_unit_test(test_deflate_limit),
         cmocka_unit_test(test_read_allocation_failures),
         cmocka_unit_test(test_file_errors),
