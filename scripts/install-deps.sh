@@ -5,7 +5,8 @@
 set -euo pipefail
 
 # Build and run.
-BUILD=(build-essential cmake pkg-config zlib1g-dev libjansson-dev libssl-dev)
+BUILD=(build-essential cmake pkg-config zlib1g-dev libjansson-dev libssl-dev libsqlite3-dev
+       libpq-dev)
 # Test: unit tests, fuzzing, and the real peers used as oracles.
 TEST=(libcmocka-dev clang libclang-rt-14-dev python3 python3-pydicom python3-numpy dcmtk
       dicom3tools time valgrind openssl)

@@ -19,8 +19,8 @@
 static const char serve_help[] =
     "usage: telerad serve [options]\n"
     "\n"
-    "Run the telerad server: receive studies over DICOM (C-ECHO, C-STORE) and keep them in the\n"
-    "archive. With no options it listens on 127.0.0.1:11112 as AE title TELERAD and keeps its\n"
+    "Run the telerad server: receive studies over DICOM (C-ECHO, C-STORE) into the archive and\n"
+    "answer queries and retrievals (C-FIND, C-MOVE, C-GET; patient and study root). With no options it listens on 127.0.0.1:11112 as AE title TELERAD and keeps its\n"
     "data in ./telerad-data. Stop it with Ctrl-C or SIGTERM: associations in progress finish.\n"
     "\n"
     "options:\n"
@@ -37,6 +37,16 @@ static const char serve_help[] =
     "  --max-associations N    concurrent associations (default 64; more are rejected with\n"
     "                          \"local limit exceeded\")\n"
     "  --any-called-aet        accept any called AE title, not only ours\n"
+    "  --site SITE=AE[,AE...]  the AE titles that send for a site (repeatable): their studies\n"
+    "                          belong to that site, and they see only that site's studies\n"
+    "  --reject-unknown-aets   refuse calling AE titles that belong to no site (default: they\n"
+    "                          store into and query the default site)\n"
+    "  --move-destination AE=HOST:PORT[:tls]\n"
+    "                          where C-MOVE sends for AE title AE (repeatable)\n"
+    "  --index URL             the index: sqlite:PATH (default DIR/index.sqlite) or\n"
+    "                          postgresql://user@host:port/database\n"
+    "  --stable-after SECONDS  a study is stable when no instance came for this long\n"
+    "                          (default 60)\n"
     "  --duplicates POLICY     a different object with a stored SOP Instance UID: reject\n"
     "                          (default), replace or keep-first\n"
     "  --idle-timeout SECONDS  abort an association silent for this long (default 300)\n"
@@ -108,7 +118,7 @@ static int parse_int(const char *text, int min, int max, int *out)
 int cmd_serve(int argc, char **argv)
 {
     enum { O_DATA = 256, O_AET, O_HOST, O_PORT, O_CERT, O_KEY, O_CA, O_VERIFY, O_MAX, O_ANY,
-           O_DUP, O_IDLE, O_INSECURE };
+           O_DUP, O_IDLE, O_INSECURE, O_SITE, O_REJECT_UNKNOWN, O_MOVE, O_INDEX, O_STABLE };
     static const struct option options[] = {
         {"data", required_argument, NULL, O_DATA},
         {"aet", required_argument, NULL, O_AET},
@@ -123,6 +133,11 @@ int cmd_serve(int argc, char **argv)
         {"duplicates", required_argument, NULL, O_DUP},
         {"idle-timeout", required_argument, NULL, O_IDLE},
         {"insecure", no_argument, NULL, O_INSECURE},
+        {"site", required_argument, NULL, O_SITE},
+        {"reject-unknown-aets", no_argument, NULL, O_REJECT_UNKNOWN},
+        {"move-destination", required_argument, NULL, O_MOVE},
+        {"index", required_argument, NULL, O_INDEX},
+        {"stable-after", required_argument, NULL, O_STABLE},
         {"verbose", no_argument, NULL, 'v'},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
@@ -136,6 +151,10 @@ int cmd_serve(int argc, char **argv)
     net_tls_options_init(&topt);
     topt.verify_peer = false;
     bool insecure = false;
+    struct arc_site_ae sites[65] = {{0}};
+    size_t nsites = 0;
+    struct arc_move_destination dests[33] = {{0}};
+    size_t ndests = 0;
     int c, n;
     optind = 1;
     while ((c = getopt_long(argc, argv, "vqh", options, NULL)) != -1) {
@@ -181,6 +200,57 @@ int cmd_serve(int argc, char **argv)
             scfg.dul.timeout_ms = n * 1000;
             break;
         case O_INSECURE: insecure = true; break;
+        case O_SITE: {
+            char *eq = strchr(optarg, '=');
+            if (!eq || eq == optarg || !eq[1]) {
+                cli_error("serve: --site takes SITE=AE[,AE...]");
+                return CLI_USAGE;
+            }
+            *eq = '\0';
+            for (char *ae = eq + 1, *next; ae && *ae; ae = next) {
+                next = strchr(ae, ',');
+                if (next)
+                    *next++ = '\0';
+                if (nsites >= TR_ARRAY_SIZE(sites) - 1 || strlen(ae) > 16) {
+                    cli_error("serve: too many site AE titles, or one longer than 16");
+                    return CLI_USAGE;
+                }
+                sites[nsites++] = (struct arc_site_ae){ae, optarg};
+            }
+            acfg.sites = sites;
+            break;
+        }
+        case O_REJECT_UNKNOWN: acfg.unknown_ae = ARC_UNKNOWN_AE_REJECT; break;
+        case O_MOVE: {
+            char *eq = strchr(optarg, '=');
+            char *colon = eq ? strchr(eq + 1, ':') : NULL;
+            int port;
+            if (!eq || !colon || ndests >= TR_ARRAY_SIZE(dests) - 1) {
+                cli_error("serve: --move-destination takes AE=HOST:PORT[:tls]");
+                return CLI_USAGE;
+            }
+            *eq = '\0';
+            *colon = '\0';
+            char *tls_word = strchr(colon + 1, ':');
+            if (tls_word)
+                *tls_word++ = '\0';
+            if (parse_int(colon + 1, 1, 65535, &port) < 0 ||
+                (tls_word && strcmp(tls_word, "tls") != 0)) {
+                cli_error("serve: --move-destination takes AE=HOST:PORT[:tls]");
+                return CLI_USAGE;
+            }
+            dests[ndests++] = (struct arc_move_destination){optarg, eq + 1, port, tls_word != NULL};
+            acfg.destinations = dests;
+            break;
+        }
+        case O_INDEX: acfg.index_url = optarg; break;
+        case O_STABLE:
+            if (parse_int(optarg, 1, 86400 * 30, &n) < 0) {
+                cli_error("serve: --stable-after takes seconds (at least 1)");
+                return CLI_USAGE;
+            }
+            acfg.stable_after = (unsigned)n;
+            break;
         case 'v': log_level = SCP_LOG_DEBUG; break;
         case 'q': log_level = SCP_LOG_WARNING; break;
         case 'h': fputs(serve_help, stdout); return CLI_OK;
@@ -223,11 +293,30 @@ int cmd_serve(int argc, char **argv)
         }
         scfg.dul.tls = tls;
     }
+    struct net_tls *move_tls = NULL;
+    for (size_t i = 0; i < ndests; i++) {
+        if (!dests[i].tls || move_tls)
+            continue;
+        /* C-MOVE over TLS: present our certificate, verify the destination with our CA. */
+        struct net_tls_options copt;
+        net_tls_options_init(&copt);
+        copt.certificate = topt.certificate;
+        copt.private_key = topt.private_key;
+        copt.ca_file = topt.ca_file;
+        move_tls = net_tls_client_new(&copt, &err);
+        if (!move_tls) {
+            cli_error("serve: TLS for C-MOVE destinations: %s", err.message);
+            net_tls_free(tls);
+            return CLI_FAILED;
+        }
+        scfg.move_tls = move_tls;
+    }
     acfg.log = log_line;
     struct arc_archive *archive;
     if (arc_open(&acfg, &archive, &err) < 0) {
         cli_error("serve: cannot open the archive in %s: %s", acfg.data_dir, err.message);
         net_tls_free(tls);
+        net_tls_free(move_tls);
         return CLI_FAILED;
     }
     struct scp_handlers handlers;
@@ -237,6 +326,7 @@ int cmd_serve(int argc, char **argv)
         cli_error("serve: %s", err.message);
         arc_close(archive);
         net_tls_free(tls);
+        net_tls_free(move_tls);
         return CLI_FAILED;
     }
     if (scfg.port == 0) {
@@ -252,6 +342,7 @@ int cmd_serve(int argc, char **argv)
     scp_server_free(server);
     arc_close(archive);
     net_tls_free(tls);
+    net_tls_free(move_tls);
     log_line(NULL, SCP_LOG_INFO, "stopped");
     return CLI_OK;
 }

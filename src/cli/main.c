@@ -18,6 +18,11 @@ static const struct command commands[] = {
     {"dump", cmd_dump, "list the elements of DICOM files, like dcmdump"},
     {"json", cmd_json, "print a DICOM file as DICOM JSON (PS3.18 F.2)"},
     {"convert", cmd_convert, "write a DICOM file again, in another transfer syntax"},
+    {"echo", cmd_echo, "C-ECHO a DICOM node (like echoscu)"},
+    {"send", cmd_send, "C-STORE files and folders to a DICOM node (like storescu)"},
+    {"find", cmd_find, "C-FIND: query a DICOM node (like findscu)"},
+    {"move", cmd_move, "C-MOVE: have a DICOM node send studies to an AE (like movescu)"},
+    {"get", cmd_get, "C-GET: retrieve studies from a DICOM node into files (like getscu)"},
 };
 
 void cli_error(const char *fmt, ...)

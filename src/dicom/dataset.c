@@ -1129,6 +1129,19 @@ static int copy_into(struct dcm_dataset *dst, const struct dcm_dataset *src, str
     return 0;
 }
 
+int dcm_dataset_copy_element(struct dcm_dataset *dst, const struct dcm_dataset *src, uint32_t tag,
+                             struct tr_error *err)
+{
+    const struct dcm_element *e = dcm_dataset_get(src, tag);
+    if (!e)
+        return TR_ENOTFOUND;
+    /* Copy through a one-element data set so that copy_into does the deep work. */
+    struct dcm_dataset one = {.elems = (struct dcm_element *)e, .count = 1, .cap = 1,
+                              .parent = src->parent, .root = src->root, .depth = src->depth,
+                              .flags = dst->flags};
+    return copy_into(dst, &one, err);
+}
+
 struct dcm_dataset *dcm_dataset_copy(const struct dcm_dataset *ds, struct tr_error *err)
 {
     struct dcm_dataset *copy = dcm_dataset_new();

@@ -76,6 +76,12 @@ void dcm_dataset_free(struct dcm_dataset *ds);
 /* A deep copy as a new root (values copied: it does not reference the source). */
 struct dcm_dataset *dcm_dataset_copy(const struct dcm_dataset *ds, struct tr_error *err);
 
+/* Copy element `tag` (deep: sequences with their items) from src into dst, replacing any.
+ * TR_ENOTFOUND if src has no such element. Text is copied as bytes: both data sets should use
+ * the same character set (convert with dcm_dataset_convert_to_utf8 first). */
+int dcm_dataset_copy_element(struct dcm_dataset *dst, const struct dcm_dataset *src, uint32_t tag,
+                             struct tr_error *err);
+
 /* The item's parent data set, NULL for a root. */
 struct dcm_dataset *dcm_dataset_parent(const struct dcm_dataset *ds);
 /* Nesting depth: 0 for a root, 1 for its items ... */

@@ -229,6 +229,7 @@ static void get_text(const struct dcm_dataset *c, uint32_t tag, char *out, size_
         out[0] = '\0';
 }
 
+/* Pull the fields of m->command into *m. */
 static int parse_command(struct dimse_message *m, struct tr_error *err)
 {
     const struct dcm_dataset *c = m->command;
@@ -240,7 +241,8 @@ static int parse_command(struct dimse_message *m, struct tr_error *err)
     if (dcm_dataset_get_int(c, response ? 0x00000120 : 0x00000110, 0, &v) == 0)
         m->message_id = (uint16_t)v;
     else if (m->command_field != DIMSE_C_CANCEL_RQ)
-        return tr_error_set(err, TR_EPROTO, "%s without %s", dimse_command_name(m->command_field),
+        return tr_error_set(err, TR_EPROTO, "a %s without %s",
+                            dimse_command_name(m->command_field),
                             response ? "Message ID Being Responded To" : "Message ID");
     if (m->command_field == DIMSE_C_CANCEL_RQ && dcm_dataset_get_int(c, 0x00000120, 0, &v) == 0)
         m->message_id = (uint16_t)v;
@@ -263,6 +265,34 @@ static int parse_command(struct dimse_message *m, struct tr_error *err)
     m->warning = dcm_dataset_get_int(c, 0x00001023, 0, &v) == 0 ? (uint16_t)v : 0;
     get_text(c, 0x00000902, m->error_comment, sizeof(m->error_comment));
     return 0;
+}
+
+int dimse_parse_command_set(const void *data, size_t len, struct dimse_message *m,
+                            struct tr_error *err)
+{
+    uint8_t pc = m->pc;
+    memset(m, 0, sizeof(*m));
+    m->pc = pc;
+    struct tr_error perr = TR_ERROR_INIT;
+    int rc = dcm_dataset_read(data ? data : "", len, DCM_UID_ImplicitVRLittleEndian, NULL, 0,
+                              &m->command, &perr);
+    if (rc == 0) {
+        /* The data set references `data`: keep the bytes alive with the command. */
+        struct dcm_dataset *copy = dcm_dataset_copy(m->command, &perr);
+        dcm_dataset_free(m->command);
+        m->command = copy;
+        if (!copy)
+            rc = perr.code;
+    }
+    if (rc) {
+        m->command = NULL;
+        return tr_error_set(err, TR_EPROTO, "a command set that cannot be read: %s",
+                            perr.message);
+    }
+    rc = parse_command(m, err);
+    if (rc)
+        dimse_message_release(m);
+    return rc;
 }
 
 int dimse_receive_command(struct dul_assoc *a, int timeout_ms, struct dimse_message *m,
@@ -302,25 +332,12 @@ int dimse_receive_command(struct dul_assoc *a, int timeout_ms, struct dimse_mess
             break;
     }
     struct tr_error perr = TR_ERROR_INIT;
-    rc = dcm_dataset_read(body.data ? body.data : "", body.len, DCM_UID_ImplicitVRLittleEndian,
-                          NULL, 0, &m->command, &perr);
-    if (rc == 0) {
-        /* The data set references `body`: keep the bytes alive with the command. */
-        struct dcm_dataset *copy = dcm_dataset_copy(m->command, &perr);
-        dcm_dataset_free(m->command);
-        m->command = copy;
-        if (!copy)
-            rc = perr.code;
-    }
+    rc = dimse_parse_command_set(body.data, body.len, m, &perr);
     if (rc) {
-        tr_error_set(err, TR_EPROTO, "%s sent a command set that cannot be read: %s",
-                     dul_peer_ae(a), perr.message);
-        rc = TR_EPROTO;
+        tr_error_set(err, rc, "%s sent %s", dul_peer_ae(a), perr.message);
         goto out;
     }
-    rc = parse_command(m, err);
-    if (rc == 0)
-        rc = 1;
+    rc = 1;
 out:
     tr_buf_release(&body);
     if (rc <= 0 && m->command)

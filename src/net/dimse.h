@@ -114,6 +114,14 @@ int dimse_send_bytes(struct dul_assoc *a, uint8_t pc, const void *data, size_t l
  * message are an error (the caller must consume or skip them). */
 int dimse_receive_command(struct dul_assoc *a, int timeout_ms, struct dimse_message *m,
                           struct tr_error *err);
+/* Decode a whole command set (Implicit VR Little Endian, PS3.7 6.3.1) of `len` bytes and pull
+ * out the fields of *m, as dimse_receive_command does with what it has gathered: 0 with *m
+ * filled (m->pc is left as it was; m->command is owned by *m, release it with
+ * dimse_message_release), or TR_EPROTO with m->command NULL and a message saying what is
+ * wrong ("a command set without Command Field (0000,0100)"). `data` may be
+ * freed afterwards. For tests and fuzzing. */
+int dimse_parse_command_set(const void *data, size_t len, struct dimse_message *m,
+                            struct tr_error *err);
 /* Stream the data set that follows command `m` into `sink` (max bytes at most; more is
  * TR_ELIMIT after draining the rest). *length gets its size. */
 int dimse_receive_dataset_to_sink(struct dul_assoc *a, const struct dimse_message *m,

@@ -17,9 +17,18 @@
 
 #include "dcm.h"
 #include "error.h"
+#include "index.h"
 #include "objstore.h"
 #include "scp.h"
 #include "sink.h"
+
+/* A C-MOVE destination (PS3.4 C.4.2: the SCP knows where each AE title listens). */
+struct arc_move_destination {
+    const char *ae_title;
+    const char *host;
+    int port;
+    bool tls;
+};
 
 /* What to do when an object arrives whose SOP Instance UID is stored already with different
  * bytes (identical bytes are always acknowledged without storing twice). */
@@ -29,8 +38,25 @@ enum arc_duplicate_policy {
     ARC_DUPLICATE_KEEP_FIRST,   /* acknowledge, keep the stored object, drop the new one */
 };
 
+/* Which site an AE title sends for (sender -> site). */
+struct arc_site_ae {
+    const char *ae_title;
+    const char *site;
+};
+
+enum arc_unknown_ae {
+    ARC_UNKNOWN_AE_ACCEPT = 0, /* store into the default site "" (default) */
+    ARC_UNKNOWN_AE_REJECT,     /* refuse the association: calling AE title not recognized */
+};
+
 struct arc_config {
     const char *data_dir;                 /* default ./telerad-data */
+    const char *index_url;                /* default sqlite:<data_dir>/index.sqlite */
+    const struct arc_site_ae *sites;      /* AE title -> site; NULL-terminated by ae_title */
+    enum arc_unknown_ae unknown_ae;
+    bool pn_case_insensitive;             /* default true */
+    unsigned stable_after;                /* seconds (default 60) */
+    const struct arc_move_destination *destinations; /* C-MOVE targets, NULL-terminated */
     enum arc_duplicate_policy duplicates;
     uint64_t min_free_bytes;              /* refuse stores (A700) below this free space
                                              (default 256 MiB) */
@@ -43,14 +69,32 @@ int arc_duplicate_policy_parse(const char *text, enum arc_duplicate_policy *out)
 
 struct arc_archive;
 
+/* Open the object store and the index; reconcile them (objects without index rows are indexed,
+ * rows without objects forgotten, abandoned temporaries removed); start the stability timer. */
 int arc_open(const struct arc_config *cfg, struct arc_archive **out, struct tr_error *err);
 void arc_close(struct arc_archive *a);
 struct arc_objstore *arc_objects(struct arc_archive *a);
+struct arc_index *arc_index(struct arc_archive *a);
+/* The site an AE title sends for; NULL if unknown and unknown AEs are refused. */
+const char *arc_site_for_ae(struct arc_archive *a, const char *ae_title);
+
+/* Delete a study (index rows, then objects). */
+int arc_delete_study(struct arc_archive *a, const char *site, const char *study_uid,
+                     size_t *instances, struct tr_error *err);
+
+/* Reconciliation results of arc_open, for logs and tests. */
+struct arc_reconcile_stats {
+    size_t indexed;     /* objects found without an index row, now indexed */
+    size_t forgotten;   /* index rows whose object was missing, removed */
+    size_t unreadable;  /* objects that could not be parsed, moved aside */
+};
+void arc_last_reconcile(struct arc_archive *a, struct arc_reconcile_stats *s);
 
 /* ---- ingest ------------------------------------------------------------------------------- */
 
 /* Where an object comes from and what its sender said it is. */
 struct arc_source {
+    const char *site;            /* the site the object belongs to ("" = default) */
     const char *calling_ae;      /* sending AE title (C-STORE) or "" */
     const char *peer;            /* address, for logs */
     const char *sop_class;       /* as announced (C-STORE command), or NULL */
@@ -80,9 +124,9 @@ struct tr_sink *arc_ingest_sink(struct arc_ingest *in);
 int arc_ingest_end(struct arc_ingest *in, bool complete, struct arc_ingest_result *res,
                    struct tr_error *err);
 
-/* Ingest a whole Part 10 file from the filesystem (telerad import). */
-int arc_ingest_file(struct arc_archive *a, const char *path, const char *source_ae,
-                    struct arc_ingest_result *res, struct tr_error *err);
+/* Ingest a whole Part 10 file from the filesystem (telerad import) into `site`. */
+int arc_ingest_file(struct arc_archive *a, const char *path, const char *site,
+                    const char *source_ae, struct arc_ingest_result *res, struct tr_error *err);
 
 /* The DIMSE SCP handlers backed by this archive (C-STORE; C-FIND, C-MOVE, C-GET once the index
  * answers them). */

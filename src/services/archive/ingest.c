@@ -13,98 +13,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-void arc_config_init(struct arc_config *cfg)
-{
-    memset(cfg, 0, sizeof(*cfg));
-    cfg->data_dir = "telerad-data";
-    cfg->duplicates = ARC_DUPLICATE_REJECT;
-    cfg->min_free_bytes = 256ull << 20;
-}
-
-int arc_duplicate_policy_parse(const char *text, enum arc_duplicate_policy *out)
-{
-    static const struct {
-        const char *name;
-        enum arc_duplicate_policy policy;
-    } names[] = {{"reject", ARC_DUPLICATE_REJECT},
-                 {"replace", ARC_DUPLICATE_REPLACE},
-                 {"keep-first", ARC_DUPLICATE_KEEP_FIRST}};
-    for (size_t i = 0; i < TR_ARRAY_SIZE(names); i++) {
-        if (strcmp(text, names[i].name) == 0) {
-            *out = names[i].policy;
-            return 0;
-        }
-    }
-    return TR_EINVAL;
-}
-
-void arc_log(struct arc_archive *a, int level, const char *fmt, ...)
-{
-    if (!a->cfg.log)
-        return;
-    char line[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof(line), fmt, ap);
-    va_end(ap);
-    a->cfg.log(a->cfg.log_ctx, level, line);
-}
-
-int arc_open(const struct arc_config *cfg, struct arc_archive **out, struct tr_error *err)
-{
-    struct arc_archive *a = tr_calloc(1, sizeof(*a));
-    if (!a)
-        return tr_error_set(err, TR_ENOMEM, "out of memory");
-    a->cfg = *cfg;
-    snprintf(a->data_dir, sizeof(a->data_dir), "%s", cfg->data_dir ? cfg->data_dir : "telerad-data");
-    a->cfg.data_dir = a->data_dir;
-    int rc = arc_objstore_open_fs(a->data_dir, &a->store, err);
-    if (rc) {
-        tr_free(a);
-        return rc;
-    }
-    /* Puts that never committed (a crash mid-transfer) were never acknowledged: remove them. */
-    rc = arc_objstore_reconcile(a->store, NULL, NULL, err);
-    if (rc) {
-        arc_close(a);
-        return rc;
-    }
-    *out = a;
-    return 0;
-}
-
-void arc_close(struct arc_archive *a)
-{
-    if (!a)
-        return;
-    arc_objstore_close(a->store);
-    tr_free(a);
-}
-
-struct arc_objstore *arc_objects(struct arc_archive *a)
-{
-    return a->store;
-}
-
 /* ---- ingest ------------------------------------------------------------------------------- */
 
 struct arc_ingest {
     struct arc_archive *archive;
     struct arc_put *put;
+    char site[65];
     char sop_class[DCM_UID_MAX + 1];
     char sop_instance[DCM_UID_MAX + 1];
     char source_ae[17];
     char peer[64];
 };
-
-/* The object key of an instance: 256 directories by a hash of the UID, then the UID. */
-void arc_object_key(const char *sop_instance, char *key, size_t size)
-{
-    uint32_t h = 2166136261u;
-    for (const unsigned char *p = (const unsigned char *)sop_instance; *p; p++)
-        h = (h ^ *p) * 16777619u;
-    snprintf(key, size, "%02x/%s.dcm", (unsigned)(h >> 24), sop_instance);
-}
 
 int arc_ingest_begin(struct arc_archive *a, const struct arc_source *src, struct arc_ingest **out,
                      struct tr_error *err)
@@ -123,6 +42,7 @@ int arc_ingest_begin(struct arc_archive *a, const struct arc_source *src, struct
              src->sop_instance ? src->sop_instance : "");
     snprintf(in->source_ae, sizeof(in->source_ae), "%s", src->calling_ae ? src->calling_ae : "");
     snprintf(in->peer, sizeof(in->peer), "%s", src->peer ? src->peer : "");
+    snprintf(in->site, sizeof(in->site), "%s", src->site ? src->site : "");
     int rc = arc_put_begin(a->store, &in->put, err);
     if (rc) {
         tr_free(in);
@@ -204,12 +124,21 @@ static uint16_t check_header(struct arc_ingest *in, const struct dcm_file *f,
     return DIMSE_STATUS_SUCCESS;
 }
 
+/* Has the index this instance (a resend of an identical object: nothing to change)? */
+static bool indexed(struct arc_archive *a, const char *sop_uid)
+{
+    char key[300];
+    return arc_index_find_instance(a->index, NULL, sop_uid, key, sizeof(key), NULL) == 0;
+}
+
 int arc_ingest_end(struct arc_ingest *in, bool complete, struct arc_ingest_result *res,
                    struct tr_error *err)
 {
     struct arc_archive *a = in->archive;
     memset(res, 0, sizeof(*res));
     res->size = arc_put_size(in->put);
+    struct dcm_file *f = NULL;
+    struct arc_record *rec = NULL;
     int rc = 0;
     if (!complete) {
         arc_put_abort(in->put);
@@ -217,56 +146,64 @@ int arc_ingest_end(struct arc_ingest *in, bool complete, struct arc_ingest_resul
         goto out;
     }
     /* Make the bytes readable under the temporary name and parse the header. */
-    struct tr_error perr = TR_ERROR_INIT;
-    char key[DCM_UID_MAX + 16];
-    struct dcm_file *f = NULL;
-    struct dcm_read_options ropt;
-    dcm_read_options_init(&ropt);
-    ropt.header_only = true;
-    rc = arc_put_flush(in->put, err);
-    if (rc) {
+    if ((rc = arc_put_flush(in->put, err))) {
         arc_put_abort(in->put);
         set_result(res, DIMSE_STATUS_OUT_OF_RESOURCES, "cannot write: %.40s",
                    err ? err->message : "");
         goto out;
     }
+    struct tr_error perr = TR_ERROR_INIT;
+    struct dcm_read_options ropt;
+    dcm_read_options_init(&ropt);
+    ropt.header_only = true;
     if (dcm_file_read(arc_put_temp_path(in->put), &ropt, &f, &perr) < 0) {
         arc_put_abort(in->put);
         set_result(res, DIMSE_STATUS_CANNOT_UNDERSTAND, "%.64s", perr.message);
         arc_log(a, SCP_LOG_WARNING, "object from %s refused: %s", in->source_ae, perr.message);
-        rc = 0;
         goto out;
     }
-    uint16_t status = check_header(in, f, res);
-    dcm_file_free(f);
-    if (status != DIMSE_STATUS_SUCCESS) {
+    if (check_header(in, f, res) != DIMSE_STATUS_SUCCESS) {
         arc_put_abort(in->put);
         arc_log(a, SCP_LOG_WARNING, "object %s from %s refused: %s", in->sop_instance,
                 in->source_ae, res->comment);
         goto out;
     }
-    arc_object_key(in->sop_instance, key, sizeof(key));
-    struct tr_error cerr = TR_ERROR_INIT;
+    rec = tr_calloc(1, sizeof(*rec));
+    if (!rec || arc_record_from_dataset(rec, f->dataset, &perr) < 0) {
+        arc_put_abort(in->put);
+        set_result(res, DIMSE_STATUS_OUT_OF_RESOURCES, "out of memory");
+        goto out;
+    }
+    snprintf(rec->site, sizeof(rec->site), "%s", in->site);
+    snprintf(rec->transfer_syntax, sizeof(rec->transfer_syntax), "%s", f->ts_uid);
+    snprintf(rec->source_ae, sizeof(rec->source_ae), "%s", in->source_ae);
+    rec->size = res->size;
+    arc_object_key(res->study_uid, in->sop_instance, rec->object_key, sizeof(rec->object_key));
+
+    /* Durable object: fsync, rename, fsync. A key taken already leaves both: compare. */
     char temp[4096];
     snprintf(temp, sizeof(temp), "%s", arc_put_temp_path(in->put));
     struct arc_put *put = in->put;
     in->put = NULL;
-    /* A commit that finds the key taken leaves both: compare before deciding. */
-    rc = arc_put_commit(put, key, &cerr);
+    struct tr_error cerr = TR_ERROR_INIT;
+    bool created = true;
+    rc = arc_put_commit(put, rec->object_key, &cerr);
     if (rc == TR_EEXIST) {
         bool same = false;
-        arc_object_same(a->store, key, temp, &same, NULL);
+        arc_object_same(a->store, rec->object_key, temp, &same, NULL);
         if (same) {
             res->duplicate = true;
+            created = false;
             arc_put_abort(put);
             rc = 0;
         } else if (a->cfg.duplicates == ARC_DUPLICATE_REPLACE) {
-            rc = arc_put_commit_replace(put, key, &cerr);
+            rc = arc_put_commit_replace(put, rec->object_key, &cerr);
             if (rc == 0)
                 arc_log(a, SCP_LOG_INFO, "object %s replaced by a different one from %s",
                         in->sop_instance, in->source_ae);
         } else {
             arc_put_abort(put);
+            created = false;
             rc = 0;
             if (a->cfg.duplicates == ARC_DUPLICATE_REJECT) {
                 set_result(res, DIMSE_STATUS_UNABLE_TO_PROCESS,
@@ -285,18 +222,36 @@ int arc_ingest_end(struct arc_ingest *in, bool complete, struct arc_ingest_resul
         tr_error_set(err, rc, "%s", cerr.message);
         goto out;
     }
+    /* Durable index row (group commit), unless an identical copy is indexed already. */
+    if (created || !indexed(a, in->sop_instance)) {
+        struct tr_error ierr = TR_ERROR_INIT;
+        rc = arc_index_add(a->index, rec, &ierr);
+        if (rc) {
+            /* Not acknowledged, so not kept: the sender will try again. */
+            if (created)
+                arc_object_delete(a->store, rec->object_key, NULL);
+            set_result(res, DIMSE_STATUS_OUT_OF_RESOURCES, "cannot index: %.48s", ierr.message);
+            arc_log(a, SCP_LOG_ERROR, "object %s from %s not indexed: %s", in->sop_instance,
+                    in->source_ae, ierr.message);
+            tr_error_set(err, rc, "%s", ierr.message);
+            goto out;
+        }
+    }
     res->status = DIMSE_STATUS_SUCCESS;
 out:
+    tr_free(rec);
+    dcm_file_free(f);
     tr_free(in);
     return rc;
 }
 
 /* ---- import of files ---------------------------------------------------------------------- */
 
-int arc_ingest_file(struct arc_archive *a, const char *path, const char *source_ae,
-                    struct arc_ingest_result *res, struct tr_error *err)
+int arc_ingest_file(struct arc_archive *a, const char *path, const char *site,
+                    const char *source_ae, struct arc_ingest_result *res, struct tr_error *err)
 {
-    struct arc_source src = {.calling_ae = source_ae, .peer = "import", .part10 = true};
+    struct arc_source src = {.site = site, .calling_ae = source_ae, .peer = "import",
+                             .part10 = true};
     struct arc_ingest *in;
     int rc = arc_ingest_begin(a, &src, &in, err);
     if (rc)
@@ -328,51 +283,3 @@ int arc_ingest_file(struct arc_archive *a, const char *path, const char *source_
     return rc ? rc : (ok ? 0 : TR_EIO);
 }
 
-/* ---- DIMSE handlers ----------------------------------------------------------------------- */
-
-static int scp_store_begin(void *ctx, const struct scp_store *st, struct tr_sink *sink,
-                           void **handle)
-{
-    struct arc_archive *a = ctx;
-    struct arc_source src = {.calling_ae = st->peer->calling_ae,
-                             .peer = st->peer->address,
-                             .sop_class = st->sop_class,
-                             .sop_instance = st->sop_instance,
-                             .transfer_syntax = st->transfer_syntax};
-    struct arc_ingest *in;
-    struct tr_error err = TR_ERROR_INIT;
-    if (arc_ingest_begin(a, &src, &in, &err) < 0) {
-        arc_log(a, SCP_LOG_ERROR, "cannot receive %s from %s: %s", st->sop_instance,
-                st->peer->calling_ae, err.message);
-        return -1;
-    }
-    *sink = *arc_ingest_sink(in);
-    *handle = in;
-    return 0;
-}
-
-static uint16_t scp_store_end(void *ctx, void *handle, bool complete, char *comment,
-                              size_t comment_size)
-{
-    (void)ctx;
-    struct arc_ingest_result res;
-    struct tr_error err = TR_ERROR_INIT;
-    arc_ingest_end(handle, complete, &res, &err);
-    if (res.status != DIMSE_STATUS_SUCCESS && comment_size)
-        snprintf(comment, comment_size, "%s", res.comment);
-    return res.status;
-}
-
-static void scp_log(void *ctx, int level, const char *message)
-{
-    arc_log(ctx, level, "%s", message);
-}
-
-void arc_scp_handlers(struct arc_archive *a, struct scp_handlers *h)
-{
-    memset(h, 0, sizeof(*h));
-    h->ctx = a;
-    h->store_begin = scp_store_begin;
-    h->store_end = scp_store_end;
-    h->log = scp_log;
-}

@@ -1,0 +1,431 @@
+/*
+ * db.c - the SQL interface of db.h over SQLite (sqlite3) and PostgreSQL (libpq).
+ */
+#include "common.h"
+#include "db.h"
+
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <sqlite3.h>
+#include <stdio.h>
+
+#define MAX_PARAMS 64
+
+struct db_stmt {
+    struct db *db;
+    char *sql;               /* as given (cache key) */
+    struct db_stmt *next;
+    /* SQLite */
+    sqlite3_stmt *sq;
+    int param_index[MAX_PARAMS + 1]; /* $n -> SQLite parameter index */
+    /* PostgreSQL */
+    char name[16];
+    int nparams;
+    char *values[MAX_PARAMS];
+    bool executed;
+    PGresult *res;
+    int row, rows;
+    int64_t changes;
+};
+
+struct db {
+    enum db_engine engine;
+    sqlite3 *sq;
+    PGconn *pg;
+    struct db_stmt *stmts;
+    unsigned next_name;
+};
+
+enum db_engine db_engine(const struct db *db)
+{
+    return db->engine;
+}
+
+/* Replace the dialect words. */
+static char *translate(const struct db *db, const char *sql)
+{
+    struct tr_buf b;
+    tr_buf_init(&b, 1 << 20);
+    const char *p = sql;
+    while (*p) {
+        if (strncmp(p, "{SERIAL}", 8) == 0) {
+            tr_buf_adds(&b, db->engine == DB_SQLITE ? "INTEGER PRIMARY KEY" : "BIGSERIAL PRIMARY KEY");
+            p += 8;
+        } else if (strncmp(p, "{BIGINT}", 8) == 0) {
+            tr_buf_adds(&b, db->engine == DB_SQLITE ? "INTEGER" : "BIGINT");
+            p += 8;
+        } else if (strncmp(p, "{FOR_UPDATE}", 12) == 0) {
+            tr_buf_adds(&b, db->engine == DB_SQLITE ? "" : "FOR UPDATE");
+            p += 12;
+        } else {
+            tr_buf_addc(&b, *p++);
+        }
+    }
+    return tr_buf_detach(&b, NULL);
+}
+
+/* ---- open / close ------------------------------------------------------------------------- */
+
+static int open_sqlite(const char *path, struct db *db, struct tr_error *err)
+{
+    int rc = sqlite3_open_v2(path, &db->sq,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             NULL);
+    if (rc != SQLITE_OK) {
+        tr_error_set(err, TR_EIO, "cannot open the index %s: %s", path,
+                     db->sq ? sqlite3_errmsg(db->sq) : sqlite3_errstr(rc));
+        return TR_EIO;
+    }
+    sqlite3_busy_timeout(db->sq, 30000);
+    /* WAL: readers never block the writer; synchronous=FULL: a commit is on disk when it
+     * returns (DESIGN.md invariant 1). LIKE case-sensitive, as in PostgreSQL. */
+    return db_exec(db,
+                   "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; "
+                   "PRAGMA case_sensitive_like=ON; PRAGMA temp_store=MEMORY",
+                   err);
+}
+
+static int open_postgres(const char *url, struct db *db, struct tr_error *err)
+{
+    db->pg = PQconnectdb(url);
+    if (!db->pg || PQstatus(db->pg) != CONNECTION_OK) {
+        /* The URL may hold a password: name only the problem. */
+        return tr_error_set(err, TR_EIO, "cannot connect to PostgreSQL: %s",
+                            db->pg ? PQerrorMessage(db->pg) : "out of memory");
+    }
+    PGresult *r = PQexec(db->pg, "SET client_min_messages = warning; SET synchronous_commit = on");
+    PQclear(r);
+    return 0;
+}
+
+int db_open(const char *url, struct db **out, struct tr_error *err)
+{
+    struct db *db = tr_calloc(1, sizeof(*db));
+    if (!db)
+        return tr_error_set(err, TR_ENOMEM, "out of memory");
+    int rc;
+    if (strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0) {
+        db->engine = DB_POSTGRES;
+        rc = open_postgres(url, db, err);
+    } else {
+        db->engine = DB_SQLITE;
+        rc = open_sqlite(strncmp(url, "sqlite:", 7) == 0 ? url + 7 : url, db, err);
+    }
+    if (rc) {
+        db_close(db);
+        return rc;
+    }
+    *out = db;
+    return 0;
+}
+
+static void stmt_free(struct db_stmt *st)
+{
+    if (st->sq)
+        sqlite3_finalize(st->sq);
+    if (st->res)
+        PQclear(st->res);
+    for (int i = 0; i < MAX_PARAMS; i++)
+        tr_free(st->values[i]);
+    tr_free(st->sql);
+    tr_free(st);
+}
+
+void db_close(struct db *db)
+{
+    if (!db)
+        return;
+    while (db->stmts) {
+        struct db_stmt *n = db->stmts->next;
+        stmt_free(db->stmts);
+        db->stmts = n;
+    }
+    if (db->sq)
+        sqlite3_close(db->sq);
+    if (db->pg)
+        PQfinish(db->pg);
+    tr_free(db);
+}
+
+/* ---- plain execution ---------------------------------------------------------------------- */
+
+int db_exec(struct db *db, const char *sql, struct tr_error *err)
+{
+    char *text = translate(db, sql);
+    if (!text)
+        return tr_error_set(err, TR_ENOMEM, "out of memory");
+    int rc = 0;
+    if (db->engine == DB_SQLITE) {
+        char *msg = NULL;
+        if (sqlite3_exec(db->sq, text, NULL, NULL, &msg) != SQLITE_OK) {
+            rc = tr_error_set(err, TR_EIO, "index: %s", msg ? msg : sqlite3_errmsg(db->sq));
+            sqlite3_free(msg);
+        }
+    } else {
+        PGresult *r = PQexec(db->pg, text);
+        ExecStatusType s = PQresultStatus(r);
+        if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK)
+            rc = tr_error_set(err, TR_EIO, "index: %s", PQresultErrorMessage(r));
+        PQclear(r);
+    }
+    tr_free(text);
+    return rc;
+}
+
+/* ---- prepared statements ------------------------------------------------------------------ */
+
+static int count_params(const char *sql)
+{
+    int max = 0;
+    for (const char *p = sql; *p; p++) {
+        if (*p == '$' && p[1] >= '1' && p[1] <= '9') {
+            int n = (int)strtol(p + 1, NULL, 10);
+            if (n > max)
+                max = n;
+        }
+    }
+    return max;
+}
+
+static int prepare(struct db *db, const char *sql, bool cached, struct db_stmt **out,
+                   struct tr_error *err);
+
+int db_prepare(struct db *db, const char *sql, struct db_stmt **out, struct tr_error *err)
+{
+    for (struct db_stmt *st = db->stmts; st; st = st->next) {
+        if (strcmp(st->sql, sql) == 0) {
+            db_reset(st);
+            *out = st;
+            return 0;
+        }
+    }
+    return prepare(db, sql, true, out, err);
+}
+
+int db_prepare_temp(struct db *db, const char *sql, struct db_stmt **out, struct tr_error *err)
+{
+    return prepare(db, sql, false, out, err);
+}
+
+void db_finalize(struct db_stmt *st)
+{
+    if (!st)
+        return;
+    if (st->db->engine == DB_POSTGRES && st->name[0]) {
+        char sql[48];
+        snprintf(sql, sizeof(sql), "DEALLOCATE %s", st->name);
+        PGresult *r = PQexec(st->db->pg, sql);
+        PQclear(r);
+    }
+    stmt_free(st);
+}
+
+static int prepare(struct db *db, const char *sql, bool cached, struct db_stmt **out,
+                   struct tr_error *err)
+{
+    struct db_stmt *st = tr_calloc(1, sizeof(*st));
+    char *text = translate(db, sql);
+    if (!st || !text || !(st->sql = tr_strdup(sql))) {
+        tr_free(text);
+        tr_free(st);
+        return tr_error_set(err, TR_ENOMEM, "out of memory");
+    }
+    st->db = db;
+    st->nparams = count_params(text);
+    int rc = 0;
+    if (st->nparams > MAX_PARAMS) {
+        rc = tr_error_set(err, TR_ELIMIT, "too many parameters");
+    } else if (db->engine == DB_SQLITE) {
+        if (sqlite3_prepare_v2(db->sq, text, -1, &st->sq, NULL) != SQLITE_OK) {
+            rc = tr_error_set(err, TR_EIO, "index: %s in: %.200s", sqlite3_errmsg(db->sq), text);
+        } else {
+            for (int i = 1; i <= st->nparams; i++) {
+                char name[16];
+                snprintf(name, sizeof(name), "$%d", i);
+                st->param_index[i] = sqlite3_bind_parameter_index(st->sq, name);
+            }
+        }
+    } else {
+        snprintf(st->name, sizeof(st->name), "s%u", ++db->next_name);
+        PGresult *r = PQprepare(db->pg, st->name, text, st->nparams, NULL);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            rc = tr_error_set(err, TR_EIO, "index: %s in: %.200s", PQresultErrorMessage(r), text);
+        PQclear(r);
+    }
+    tr_free(text);
+    if (rc) {
+        stmt_free(st);
+        return rc;
+    }
+    if (cached) {
+        st->next = db->stmts;
+        db->stmts = st;
+    }
+    *out = st;
+    return 0;
+}
+
+static int set_value(struct db_stmt *st, int index, const char *value)
+{
+    if (index < 1 || index > st->nparams)
+        return TR_EINVAL;
+    tr_free(st->values[index - 1]);
+    st->values[index - 1] = NULL;
+    if (value && !(st->values[index - 1] = tr_strdup(value)))
+        return TR_ENOMEM;
+    return 0;
+}
+
+int db_bind_text(struct db_stmt *st, int index, const char *value)
+{
+    if (st->sq) {
+        if (index < 1 || index > st->nparams || !st->param_index[index])
+            return TR_EINVAL;
+        int rc = value ? sqlite3_bind_text(st->sq, st->param_index[index], value, -1,
+                                           SQLITE_TRANSIENT)
+                       : sqlite3_bind_null(st->sq, st->param_index[index]);
+        return rc == SQLITE_OK ? 0 : TR_EIO;
+    }
+    return set_value(st, index, value);
+}
+
+int db_bind_int64(struct db_stmt *st, int index, int64_t value)
+{
+    if (st->sq) {
+        if (index < 1 || index > st->nparams || !st->param_index[index])
+            return TR_EINVAL;
+        return sqlite3_bind_int64(st->sq, st->param_index[index], value) == SQLITE_OK ? 0 : TR_EIO;
+    }
+    char text[24];
+    snprintf(text, sizeof(text), "%" PRId64, value);
+    return set_value(st, index, text);
+}
+
+int db_bind_null(struct db_stmt *st, int index)
+{
+    return db_bind_text(st, index, NULL);
+}
+
+int db_step(struct db_stmt *st, struct tr_error *err)
+{
+    struct db *db = st->db;
+    if (st->sq) {
+        int rc = sqlite3_step(st->sq);
+        if (rc == SQLITE_ROW)
+            return 1;
+        if (rc == SQLITE_DONE) {
+            st->changes = sqlite3_changes(db->sq);
+            return 0;
+        }
+        int code = rc == SQLITE_CONSTRAINT ? TR_EEXIST : rc == SQLITE_FULL ? TR_ELIMIT : TR_EIO;
+        return tr_error_set(err, code, "index: %s", sqlite3_errmsg(db->sq));
+    }
+    if (!st->executed) {
+        st->executed = true;
+        st->res = PQexecPrepared(db->pg, st->name, st->nparams,
+                                 (const char *const *)st->values, NULL, NULL, 0);
+        ExecStatusType s = PQresultStatus(st->res);
+        if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {
+            const char *state = PQresultErrorField(st->res, PG_DIAG_SQLSTATE);
+            int code = state && strncmp(state, "23", 2) == 0   ? TR_EEXIST
+                       : state && strcmp(state, "53100") == 0 ? TR_ELIMIT
+                                                              : TR_EIO;
+            return tr_error_set(err, code, "index: %s", PQresultErrorMessage(st->res));
+        }
+        st->rows = PQntuples(st->res);
+        st->row = -1;
+        const char *n = PQcmdTuples(st->res);
+        st->changes = n && *n ? strtoll(n, NULL, 10) : 0;
+    }
+    if (st->row + 1 < st->rows) {
+        st->row++;
+        return 1;
+    }
+    return 0;
+}
+
+bool db_column_is_null(struct db_stmt *st, int col)
+{
+    if (st->sq)
+        return sqlite3_column_type(st->sq, col) == SQLITE_NULL;
+    return PQgetisnull(st->res, st->row, col);
+}
+
+const char *db_column_text(struct db_stmt *st, int col)
+{
+    if (st->sq) {
+        const unsigned char *t = sqlite3_column_text(st->sq, col);
+        return t ? (const char *)t : "";
+    }
+    return PQgetvalue(st->res, st->row, col);
+}
+
+int64_t db_column_int64(struct db_stmt *st, int col)
+{
+    if (st->sq)
+        return sqlite3_column_int64(st->sq, col);
+    const char *v = PQgetvalue(st->res, st->row, col);
+    return v && *v ? strtoll(v, NULL, 10) : 0;
+}
+
+int db_column_count(struct db_stmt *st)
+{
+    return st->sq ? sqlite3_column_count(st->sq) : PQnfields(st->res);
+}
+
+void db_reset(struct db_stmt *st)
+{
+    if (st->sq) {
+        sqlite3_reset(st->sq);
+        sqlite3_clear_bindings(st->sq);
+        return;
+    }
+    if (st->res)
+        PQclear(st->res);
+    st->res = NULL;
+    st->executed = false;
+    st->rows = 0;
+    st->row = -1;
+    for (int i = 0; i < MAX_PARAMS; i++) {
+        tr_free(st->values[i]);
+        st->values[i] = NULL;
+    }
+}
+
+int64_t db_changes(struct db_stmt *st)
+{
+    return st->changes;
+}
+
+/* ---- transactions ------------------------------------------------------------------------- */
+
+int db_begin(struct db *db, struct tr_error *err)
+{
+    /* SQLite: take the write lock at once, so two writers queue on busy_timeout instead of
+     * deadlocking on an upgrade. */
+    return db_exec(db, db->engine == DB_SQLITE ? "BEGIN IMMEDIATE" : "BEGIN", err);
+}
+
+int db_commit(struct db *db, struct tr_error *err)
+{
+    return db_exec(db, "COMMIT", err);
+}
+
+void db_rollback(struct db *db)
+{
+    db_exec(db, "ROLLBACK", NULL);
+}
+
+int db_like_escape(const char *text, char *out, size_t size)
+{
+    size_t n = 0;
+    for (const char *p = text; *p; p++) {
+        if (n + 3 >= size)
+            return TR_ELIMIT;
+        if (*p == '%' || *p == '_' || *p == '!')
+            out[n++] = '!';
+        out[n++] = *p;
+    }
+    out[n] = '\0';
+    return 0;
+}
