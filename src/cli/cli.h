@@ -12,6 +12,8 @@ enum cli_exit {
 };
 
 int cmd_serve(int argc, char **argv);
+int cmd_import(int argc, char **argv);
+int cmd_delete(int argc, char **argv);
 int cmd_dump(int argc, char **argv);
 int cmd_json(int argc, char **argv);
 int cmd_convert(int argc, char **argv);

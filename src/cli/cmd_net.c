@@ -1736,7 +1736,8 @@ int cmd_find(int argc, char **argv)
         goto out;
     }
     if (!o.quiet)
-        fprintf(stderr, "%zu match%s (%s)\n", f.matches, f.matches == 1 ? "" : "es", words);
+        fprintf(stderr, "%zu match%s (%s%s)\n", f.matches, f.matches == 1 ? "" : "es",
+                cancelled ? "C-CANCEL sent; final status " : "", words);
     status = f.write_error ? CLI_FAILED : CLI_OK;
 out:
     if (sink_ready)
@@ -1894,6 +1895,7 @@ static const char *const get_extra_ts[] = {
 
 struct get_ctx {
     const struct net_opts *o;
+    mode_t file_mode;             /* 0666 less the umask, as open(2) would give */
     const char *out_dir;
     const char *peer_ae;
     size_t written, failed;
@@ -1928,6 +1930,11 @@ static int get_begin(void *ctx, const char *sop_class, const char *sop_instance,
     snprintf(h->final, sizeof(h->final), "%s/%s.dcm", g->out_dir, sop_instance);
     snprintf(h->tmp, sizeof(h->tmp), "%s/.%s.XXXXXX", g->out_dir, sop_instance);
     h->fd = mkstemp(h->tmp);
+    if (h->fd >= 0 && fchmod(h->fd, g->file_mode) != 0) {
+        close(h->fd);
+        unlink(h->tmp);
+        h->fd = -1;
+    }
     if (h->fd < 0) {
         cli_error("get: cannot create a file in %s: %s", g->out_dir, strerror(errno));
         g->failed++;
@@ -2006,6 +2013,9 @@ int cmd_get(int argc, char **argv)
         goto out;
     }
     g.peer_ae = o.aec;
+    mode_t mask = umask(0);
+    umask(mask);
+    g.file_mode = 0666 & ~mask;
     status = CLI_FAILED;
     if (!(identifier = build_identifier("get", &q))) {
         status = CLI_USAGE;

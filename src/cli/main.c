@@ -14,7 +14,9 @@ struct command {
 };
 
 static const struct command commands[] = {
-    {"serve", cmd_serve, "run the server (DICOM C-ECHO and C-STORE into the archive)"},
+    {"serve", cmd_serve, "run the server (DICOM store, query and retrieve into the archive)"},
+    {"import", cmd_import, "import DICOM files and folders into the archive"},
+    {"delete", cmd_delete, "delete studies from the archive"},
     {"dump", cmd_dump, "list the elements of DICOM files, like dcmdump"},
     {"json", cmd_json, "print a DICOM file as DICOM JSON (PS3.18 F.2)"},
     {"convert", cmd_convert, "write a DICOM file again, in another transfer syntax"},

@@ -1134,11 +1134,12 @@ static int decode_user_sub_item(struct decoder *d, const struct item *it)
     case ITEM_IMPLEMENTATION_VERSION: {
         if ((rc = once(d, &d->seen_version)) < 0)
             return rc;
-        /* Informational: trimmed, truncated to 16, unprintable bytes replaced. */
-        size_t n = it->length;
+        /* Informational: truncated to 16, then trailing NULs and spaces dropped (in this
+         * order, so that the result has none and encodes back to itself), unprintable bytes
+         * replaced. */
+        size_t n = TR_MIN(it->length, (size_t)PDU_AE_MAX);
         while (n > 0 && (it->value[n - 1] == '\0' || it->value[n - 1] == ' '))
             n--;
-        n = TR_MIN(n, (size_t)PDU_AE_MAX);
         for (size_t i = 0; i < n; i++) {
             uint8_t c = it->value[i];
             a->implementation_version[i] = c >= 0x20 && c < 0x7F ? (char)c : '?';

@@ -830,23 +830,21 @@ int arc_index_forget_object(struct arc_index *ix, const char *object_key, struct
         rc = rc < 0 ? rc : 0;
     }
     if (rc == 0 && pk) {
-        static const char *const sql[] = {
-            "DELETE FROM instances WHERE pk = $1",
-            "UPDATE series SET num_instances = num_instances - 1 WHERE pk = $2",
-            "UPDATE studies SET num_instances = num_instances - 1 WHERE pk = $3",
-            "DELETE FROM series WHERE pk = $2 AND num_instances <= 0",
+        static const struct {
+            const char *sql;
+            int which; /* 0 instance, 1 series, 2 study */
+        } steps[] = {
+            {"DELETE FROM instances WHERE pk = $1", 0},
+            {"UPDATE series SET num_instances = num_instances - 1 WHERE pk = $1", 1},
+            {"UPDATE studies SET num_instances = num_instances - 1 WHERE pk = $1", 2},
+            {"DELETE FROM series WHERE pk = $1 AND num_instances <= 0", 1},
         };
-        for (size_t i = 0; i < TR_ARRAY_SIZE(sql) && rc == 0; i++) {
-            if ((rc = db_prepare_temp(db, sql[i], &st, err)))
+        const int64_t ids[3] = {pk, series, study};
+        for (size_t i = 0; i < TR_ARRAY_SIZE(steps) && rc == 0; i++) {
+            if ((rc = db_prepare(db, steps[i].sql, &st, err)))
                 break;
-            if (strstr(sql[i], "$1"))
-                db_bind_int64(st, 1, pk);
-            if (strstr(sql[i], "$2"))
-                db_bind_int64(st, 2, series);
-            if (strstr(sql[i], "$3"))
-                db_bind_int64(st, 3, study);
-            rc = db_step(st, err) < 0 ? TR_EIO : 0;
-            db_finalize(st);
+            db_bind_int64(st, 1, ids[steps[i].which]);
+            rc = step_done(st, err);
         }
         if (rc == 0)
             rc = db_exec(db,

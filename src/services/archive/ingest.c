@@ -40,7 +40,9 @@ int arc_ingest_begin(struct arc_archive *a, const struct arc_source *src, struct
     snprintf(in->sop_class, sizeof(in->sop_class), "%s", src->sop_class ? src->sop_class : "");
     snprintf(in->sop_instance, sizeof(in->sop_instance), "%s",
              src->sop_instance ? src->sop_instance : "");
-    snprintf(in->source_ae, sizeof(in->source_ae), "%s", src->calling_ae ? src->calling_ae : "");
+    snprintf(in->source_ae, sizeof(in->source_ae), "%s",
+             src->calling_ae && *src->calling_ae ? src->calling_ae
+                                                 : src->peer && *src->peer ? src->peer : "?");
     snprintf(in->peer, sizeof(in->peer), "%s", src->peer ? src->peer : "");
     snprintf(in->site, sizeof(in->site), "%s", src->site ? src->site : "");
     int rc = arc_put_begin(a->store, &in->put, err);
@@ -152,10 +154,11 @@ int arc_ingest_end(struct arc_ingest *in, bool complete, struct arc_ingest_resul
                    err ? err->message : "");
         goto out;
     }
+    /* The whole structure is checked, not just the header: a data set cut short is refused.
+     * Values are mapped, not read, so the pixel data costs a length check. */
     struct tr_error perr = TR_ERROR_INIT;
     struct dcm_read_options ropt;
     dcm_read_options_init(&ropt);
-    ropt.header_only = true;
     if (dcm_file_read(arc_put_temp_path(in->put), &ropt, &f, &perr) < 0) {
         arc_put_abort(in->put);
         set_result(res, DIMSE_STATUS_CANNOT_UNDERSTAND, "%.64s", perr.message);
