@@ -5,6 +5,7 @@
 #include "cli.h"
 #include "common.h"
 #include "archive.h"
+#include "config.h"
 #include "scp.h"
 
 #include <errno.h>
@@ -23,7 +24,12 @@ static const char serve_help[] =
     "answer queries and retrievals (C-FIND, C-MOVE, C-GET; patient and study root). With no options it listens on 127.0.0.1:11112 as AE title TELERAD and keeps its\n"
     "data in ./telerad-data. Stop it with Ctrl-C or SIGTERM: associations in progress finish.\n"
     "\n"
+    "Settings come from the configuration file (--config, see docs/configuration.md), then\n"
+    "from environment variables TELERAD_<SECTION>_<KEY>, then from these flags.\n"
+    "\n"
     "options:\n"
+    "  --config FILE           read settings from FILE\n"
+    "  --check                 check the settings, print them, and exit\n"
     "  --data DIR              where the archive lives (default ./telerad-data)\n"
     "  --aet TITLE             our AE title (default TELERAD)\n"
     "  --dicom-host ADDRESS    listen address (default 127.0.0.1; anything else needs TLS or\n"
@@ -50,6 +56,8 @@ static const char serve_help[] =
     "  --duplicates POLICY     a different object with a stored SOP Instance UID: reject\n"
     "                          (default), replace or keep-first\n"
     "  --idle-timeout SECONDS  abort an association silent for this long (default 300)\n"
+    "  --min-free-mb N         refuse C-STOREs (A700) when less than N MB are free\n"
+    "                          (default 256)\n"
     "  --insecure              allow listening off loopback without TLS\n"
     "  -v, --verbose           log every C-STORE (debug level)\n"
     "  -q, --quiet             log warnings and errors only\n"
@@ -95,7 +103,8 @@ static void *wait_for_signal(void *arg)
 {
     struct stopper *st = arg;
     int sig;
-    if (sigwait(&st->signals, &sig) == 0) {
+    /* SIGUSR1 is ours: main says the server stopped by itself, time to go. */
+    if (sigwait(&st->signals, &sig) == 0 && sig != SIGUSR1) {
         char msg[64];
         snprintf(msg, sizeof(msg), "signal %d: stopping", sig);
         log_line(NULL, SCP_LOG_INFO, msg);
@@ -115,10 +124,169 @@ static int parse_int(const char *text, int min, int max, int *out)
     return 0;
 }
 
+/* Strings from the configuration file (sites' AE title lists are split in place). */
+struct config_storage {
+    struct arc_site_ae sites[65];
+    size_t nsites;
+    struct arc_move_destination dests[33];
+    size_t ndests;
+    char *buffers[64];
+    size_t nbuffers;
+    const struct cfg *conf;
+    struct tr_error *err;
+};
+
+static void config_storage_release(struct config_storage *st)
+{
+    for (size_t i = 0; i < st->nbuffers; i++)
+        tr_free(st->buffers[i]);
+}
+
+static int config_site(void *ctx, const char *name)
+{
+    struct config_storage *st = ctx;
+    char section[300];
+    snprintf(section, sizeof(section), "site %s", name);
+    const char *list = cfg_get(st->conf, section, "ae_titles");
+    if (!list || st->nbuffers >= TR_ARRAY_SIZE(st->buffers))
+        return tr_error_set(st->err, TR_EINVAL, "[site %s] needs ae_titles", name);
+    char *copy = tr_strdup(list);
+    if (!copy)
+        return tr_error_set(st->err, TR_ENOMEM, "out of memory");
+    st->buffers[st->nbuffers++] = copy;
+    char *save = NULL;
+    for (char *ae = strtok_r(copy, ", ", &save); ae; ae = strtok_r(NULL, ", ", &save)) {
+        if (strlen(ae) > 16 || st->nsites >= TR_ARRAY_SIZE(st->sites) - 1)
+            return tr_error_set(st->err, TR_EINVAL, "[site %s]: AE title \"%s\" too long, or too "
+                                                    "many AE titles", name, ae);
+        st->sites[st->nsites++] = (struct arc_site_ae){ae, name};
+    }
+    return 0;
+}
+
+static int config_destination(void *ctx, const char *name)
+{
+    struct config_storage *st = ctx;
+    char section[300];
+    snprintf(section, sizeof(section), "move_destination %s", name);
+    const char *host = cfg_get(st->conf, section, "host");
+    long port = 0;
+    bool tls = false;
+    if (!host || cfg_get_int(st->conf, section, "port", 1, 65535, &port, st->err) != 0 ||
+        cfg_get_bool(st->conf, section, "tls", &tls, st->err) < 0)
+        return st->err->code ? st->err->code
+                             : tr_error_set(st->err, TR_EINVAL, "[%s] needs host and port", section);
+    if (st->ndests >= TR_ARRAY_SIZE(st->dests) - 1 || strlen(name) > 16)
+        return tr_error_set(st->err, TR_EINVAL, "[%s]: too many destinations, or AE title longer "
+                                                "than 16", section);
+    st->dests[st->ndests++] = (struct arc_move_destination){name, host, (int)port, tls};
+    return 0;
+}
+
+/* docs/configuration.md lists these. */
+static const char *const known_keys[] = {
+    "server.data", "server.aet", "server.dicom_host", "server.dicom_port",
+    "server.max_associations", "server.any_called_aet", "server.idle_timeout",
+    "server.insecure", "server.log_level",
+    "tls.cert", "tls.key", "tls.ca", "tls.verify_client",
+    "archive.index", "archive.duplicates", "archive.stable_after", "archive.min_free_mb",
+    "archive.reject_unknown_aets",
+    "site *.ae_titles",
+    "move_destination *.host", "move_destination *.port", "move_destination *.tls",
+    NULL,
+};
+
+static int apply_config(const struct cfg *c, struct arc_config *acfg, struct scp_config *scfg,
+                        struct net_tls_options *topt, bool *insecure, struct config_storage *st,
+                        struct tr_error *err)
+{
+    int rc = cfg_check_keys(c, known_keys, err);
+    if (rc)
+        return rc;
+    const char *v;
+    long n;
+    bool b;
+    if ((v = cfg_get(c, "server", "data")))
+        acfg->data_dir = v;
+    if ((v = cfg_get(c, "server", "aet"))) {
+        if (!*v || strlen(v) > 16)
+            return tr_error_set(err, TR_EINVAL, "[server] aet: 1 to 16 characters");
+        scfg->dul.ae_title = v;
+    }
+    if ((v = cfg_get(c, "server", "dicom_host")))
+        scfg->host = v;
+    if ((rc = cfg_get_int(c, "server", "dicom_port", 0, 65535, &n, err)) < 0)
+        return rc;
+    if (rc == 0)
+        scfg->port = (int)n;
+    if ((rc = cfg_get_int(c, "server", "max_associations", 1, 100000, &n, err)) < 0)
+        return rc;
+    if (rc == 0)
+        scfg->max_associations = (unsigned)n;
+    if ((rc = cfg_get_bool(c, "server", "any_called_aet", &b, err)) < 0)
+        return rc;
+    if (rc == 0)
+        scfg->accept_any_called_ae = b;
+    if ((rc = cfg_get_int(c, "server", "idle_timeout", 1, 86400, &n, err)) < 0)
+        return rc;
+    if (rc == 0)
+        scfg->dul.timeout_ms = (int)n * 1000;
+    if ((rc = cfg_get_bool(c, "server", "insecure", &b, err)) < 0)
+        return rc;
+    if (rc == 0)
+        *insecure = b;
+    if ((v = cfg_get(c, "server", "log_level"))) {
+        if (!strcmp(v, "debug"))
+            log_level = SCP_LOG_DEBUG;
+        else if (!strcmp(v, "info"))
+            log_level = SCP_LOG_INFO;
+        else if (!strcmp(v, "warning"))
+            log_level = SCP_LOG_WARNING;
+        else if (!strcmp(v, "error"))
+            log_level = SCP_LOG_ERROR;
+        else
+            return tr_error_set(err, TR_EINVAL, "[server] log_level: debug, info, warning or "
+                                                "error");
+    }
+    if ((v = cfg_get(c, "tls", "cert")))
+        topt->certificate = v;
+    if ((v = cfg_get(c, "tls", "key")))
+        topt->private_key = v;
+    if ((v = cfg_get(c, "tls", "ca")))
+        topt->ca_file = v;
+    if ((rc = cfg_get_bool(c, "tls", "verify_client", &b, err)) < 0)
+        return rc;
+    if (rc == 0)
+        topt->verify_peer = b;
+    if ((v = cfg_get(c, "archive", "index")))
+        acfg->index_url = v;
+    if ((v = cfg_get(c, "archive", "duplicates")) &&
+        arc_duplicate_policy_parse(v, &acfg->duplicates) < 0)
+        return tr_error_set(err, TR_EINVAL, "[archive] duplicates: reject, replace or keep-first");
+    if ((rc = cfg_get_int(c, "archive", "stable_after", 1, 86400 * 30, &n, err)) < 0)
+        return rc;
+    if (rc == 0)
+        acfg->stable_after = (unsigned)n;
+    if ((rc = cfg_get_int(c, "archive", "min_free_mb", 0, 1L << 30, &n, err)) < 0)
+        return rc;
+    if (rc == 0)
+        acfg->min_free_bytes = (uint64_t)n << 20;
+    if ((rc = cfg_get_bool(c, "archive", "reject_unknown_aets", &b, err)) < 0)
+        return rc;
+    if (rc == 0 && b)
+        acfg->unknown_ae = ARC_UNKNOWN_AE_REJECT;
+    st->conf = c;
+    st->err = err;
+    if ((rc = cfg_each_section(c, "site", config_site, st)))
+        return rc;
+    return cfg_each_section(c, "move_destination", config_destination, st);
+}
+
 int cmd_serve(int argc, char **argv)
 {
     enum { O_DATA = 256, O_AET, O_HOST, O_PORT, O_CERT, O_KEY, O_CA, O_VERIFY, O_MAX, O_ANY,
-           O_DUP, O_IDLE, O_INSECURE, O_SITE, O_REJECT_UNKNOWN, O_MOVE, O_INDEX, O_STABLE };
+           O_DUP, O_IDLE, O_INSECURE, O_SITE, O_REJECT_UNKNOWN, O_MOVE, O_INDEX, O_STABLE,
+           O_CONFIG, O_MINFREE, O_CHECK };
     static const struct option options[] = {
         {"data", required_argument, NULL, O_DATA},
         {"aet", required_argument, NULL, O_AET},
@@ -138,6 +306,9 @@ int cmd_serve(int argc, char **argv)
         {"move-destination", required_argument, NULL, O_MOVE},
         {"index", required_argument, NULL, O_INDEX},
         {"stable-after", required_argument, NULL, O_STABLE},
+        {"config", required_argument, NULL, O_CONFIG},
+        {"min-free-mb", required_argument, NULL, O_MINFREE},
+        {"check", no_argument, NULL, O_CHECK},
         {"verbose", no_argument, NULL, 'v'},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
@@ -150,15 +321,53 @@ int cmd_serve(int argc, char **argv)
     struct net_tls_options topt;
     net_tls_options_init(&topt);
     topt.verify_peer = false;
-    bool insecure = false;
+    bool insecure = false, check_only = false;
     struct arc_site_ae sites[65] = {{0}};
     size_t nsites = 0;
     struct arc_move_destination dests[33] = {{0}};
     size_t ndests = 0;
     int c, n;
+    /* The configuration file first (flags override it): find --config before the rest. */
+    struct cfg conf = {0};
+    struct config_storage store = {0};
+    const char *config_path = getenv("TELERAD_CONFIG");
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+            config_path = argv[i + 1];
+        else if (strncmp(argv[i], "--config=", 9) == 0)
+            config_path = argv[i] + 9;
+    }
+    struct tr_error cerr = TR_ERROR_INIT;
+    if (config_path && cfg_load(&conf, config_path, &cerr) < 0) {
+        cli_error("serve: %s", cerr.message);
+        return CLI_USAGE;
+    }
+    if (apply_config(&conf, &acfg, &scfg, &topt, &insecure, &store, &cerr) < 0) {
+        cli_error("serve: %s", cerr.message);
+        cfg_release(&conf);
+        config_storage_release(&store);
+        return CLI_USAGE;
+    }
+    nsites = store.nsites;
+    memcpy(sites, store.sites, sizeof(sites));
+    ndests = store.ndests;
+    memcpy(dests, store.dests, sizeof(dests));
+    if (nsites)
+        acfg.sites = sites;
+    if (ndests)
+        acfg.destinations = dests;
     optind = 1;
     while ((c = getopt_long(argc, argv, "vqh", options, NULL)) != -1) {
         switch (c) {
+        case O_CONFIG: break; /* read above */
+        case O_CHECK: check_only = true; break;
+        case O_MINFREE:
+            if (parse_int(optarg, 0, 1 << 30, &n) < 0) {
+                cli_error("serve: --min-free-mb takes a number of MB");
+                return CLI_USAGE;
+            }
+            acfg.min_free_bytes = (uint64_t)n << 20;
+            break;
         case O_DATA: acfg.data_dir = optarg; break;
         case O_AET:
             if (!*optarg || strlen(optarg) > 16) {
@@ -275,11 +484,28 @@ int cmd_serve(int argc, char **argv)
         return CLI_USAGE;
     }
 
+    if (check_only) {
+        printf("data = %s\nindex = %s\naet = %s\ndicom = %s:%d%s\nmax_associations = %u\n"
+               "duplicates = %s\nstable_after = %u\nsites = %zu AE titles\n"
+               "move_destinations = %zu\n",
+               acfg.data_dir, acfg.index_url ? acfg.index_url : "(sqlite in data)",
+               scfg.dul.ae_title, scfg.host, scfg.port, topt.certificate ? " (TLS)" : "",
+               scfg.max_associations,
+               acfg.duplicates == ARC_DUPLICATE_REPLACE      ? "replace"
+               : acfg.duplicates == ARC_DUPLICATE_KEEP_FIRST ? "keep-first"
+                                                             : "reject",
+               acfg.stable_after, nsites, ndests);
+        cfg_release(&conf);
+        config_storage_release(&store);
+        return CLI_OK;
+    }
+
     /* Block the stop signals in every thread; one thread waits for them. */
     struct stopper st;
     sigemptyset(&st.signals);
     sigaddset(&st.signals, SIGINT);
     sigaddset(&st.signals, SIGTERM);
+    sigaddset(&st.signals, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &st.signals, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -337,12 +563,14 @@ int cmd_serve(int argc, char **argv)
     pthread_t waiter;
     pthread_create(&waiter, NULL, wait_for_signal, &st);
     scp_server_run(server);
-    pthread_cancel(waiter);
+    pthread_kill(waiter, SIGUSR1); /* harmless if it already took a stop signal and left */
     pthread_join(waiter, NULL);
     scp_server_free(server);
     arc_close(archive);
     net_tls_free(tls);
     net_tls_free(move_tls);
     log_line(NULL, SCP_LOG_INFO, "stopped");
+    cfg_release(&conf);
+    config_storage_release(&store);
     return CLI_OK;
 }
