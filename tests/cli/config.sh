@@ -32,7 +32,7 @@ fi
 grep -q "typo.conf:2: unknown setting \"dicom_prot\"" "$tmp/err"
 
 # A bad value from the environment names the variable.
-if TELERAD_SERVER_DICOM_PORT=abc "$telerad" serve --config "$tmp/typo.conf" --check 2>"$tmp/err"; then
+if TELERAD_SERVER_DICOM_PORT=abc "$telerad" serve --config "$tmp/open.conf" --check 2>"$tmp/err"; then
     echo "FAIL: bad port accepted"; exit 1
 fi
 grep -q "TELERAD_SERVER_DICOM_PORT" "$tmp/err"
