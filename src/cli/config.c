@@ -189,7 +189,7 @@ int cfg_get_int(const struct cfg *c, const char *section, const char *key, long 
     errno = 0;
     long n = strtol(v, &end, 10);
     if (errno || end == v || *trim(end) || n < min || n > max) {
-        char at[600];
+        char at[sizeof(c->path) + 600];
         where(c, section, key, at, sizeof(at));
         return tr_error_set(err, TR_EINVAL, "%s: \"%s\" is not a number from %ld to %ld", at, v,
                             min, max);
@@ -212,7 +212,7 @@ int cfg_get_bool(const struct cfg *c, const char *section, const char *key, bool
         *out = false;
         return 0;
     }
-    char at[600];
+    char at[sizeof(c->path) + 600];
     where(c, section, key, at, sizeof(at));
     return tr_error_set(err, TR_EINVAL, "%s: \"%s\" is not true or false", at, v);
 }

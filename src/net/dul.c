@@ -690,10 +690,11 @@ int dul_accept(struct net_conn *conn, const struct dul_config *cfg, dul_decide_f
     if (rc == 0)
         send_pdu(a, &b, NULL);
     tr_buf_release(&b);
-    await_close(a);
+    /* The message first: await_close frees the connection (and its peer address). */
     rc = tr_error_set(err, TR_EDENIED, "association from %s (calling AE \"%s\", called AE \"%s\") %s",
                       net_peer_address(conn), a->rq->calling_ae, a->rq->called_ae,
                       pdu_reject_text(&rj));
+    await_close(a);
 fail:
     dul_free(a);
     return rc;

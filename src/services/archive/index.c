@@ -571,14 +571,6 @@ static int add_one(struct arc_index *ix, struct db *db, const struct arc_record 
 
 /* ---- group commit ------------------------------------------------------------------------- */
 
-struct ix_job {
-    const struct arc_record *record;
-    int rc;
-    struct tr_error err;
-    bool done;
-    struct ix_job *next;
-};
-
 static void *writer_main(void *arg)
 {
     struct arc_index *ix = arg;
@@ -588,7 +580,7 @@ static void *writer_main(void *arg)
             pthread_cond_wait(&ix->work, &ix->lock);
         if (!ix->queue && ix->stopping)
             break;
-        struct ix_job *batch = ix->queue;
+        struct arc_index_job *batch = ix->queue;
         ix->queue = ix->queue_tail = NULL;
         pthread_mutex_unlock(&ix->lock);
 
@@ -596,7 +588,7 @@ static void *writer_main(void *arg)
          * savepoint, so one bad record fails alone. */
         struct tr_error err = TR_ERROR_INIT;
         int rc = db_begin(ix->writer, &err);
-        for (struct ix_job *j = batch; j; j = j->next) {
+        for (struct arc_index_job *j = batch; j; j = j->next) {
             if (rc) {
                 j->rc = rc;
                 j->err = err;
@@ -610,7 +602,7 @@ static void *writer_main(void *arg)
         }
         if (rc == 0 && (rc = db_commit(ix->writer, &err))) {
             db_rollback(ix->writer);
-            for (struct ix_job *j = batch; j; j = j->next) {
+            for (struct arc_index_job *j = batch; j; j = j->next) {
                 if (j->rc == 0) {
                     j->rc = rc;
                     j->err = err;
@@ -619,7 +611,7 @@ static void *writer_main(void *arg)
         }
         pthread_mutex_lock(&ix->lock);
         ix->batches++;
-        for (struct ix_job *j = batch; j; j = j->next)
+        for (struct arc_index_job *j = batch; j; j = j->next)
             j->done = true;
         pthread_cond_broadcast(&ix->done);
     }
@@ -627,26 +619,43 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
-int arc_index_add(struct arc_index *ix, const struct arc_record *r, struct tr_error *err)
+void arc_index_add_begin(struct arc_index *ix, struct arc_index_job *job,
+                         const struct arc_record *r)
 {
-    struct ix_job job = {.record = r};
+    memset(job, 0, sizeof(*job));
+    job->record = r;
     pthread_mutex_lock(&ix->lock);
     if (ix->stopping) {
+        job->rc = tr_error_set(&job->err, TR_ECLOSED, "the index is closing");
+        job->done = true;
         pthread_mutex_unlock(&ix->lock);
-        return tr_error_set(err, TR_ECLOSED, "the index is closing");
+        return;
     }
     if (ix->queue_tail)
-        ix->queue_tail->next = &job;
+        ix->queue_tail->next = job;
     else
-        ix->queue = &job;
-    ix->queue_tail = &job;
+        ix->queue = job;
+    ix->queue_tail = job;
     pthread_cond_signal(&ix->work);
-    while (!job.done)
+    pthread_mutex_unlock(&ix->lock);
+}
+
+int arc_index_add_wait(struct arc_index *ix, struct arc_index_job *job, struct tr_error *err)
+{
+    pthread_mutex_lock(&ix->lock);
+    while (!job->done)
         pthread_cond_wait(&ix->done, &ix->lock);
     pthread_mutex_unlock(&ix->lock);
-    if (job.rc && err && err->code == 0)
-        *err = job.err;
-    return job.rc;
+    if (job->rc && err && err->code == 0)
+        *err = job->err;
+    return job->rc;
+}
+
+int arc_index_add(struct arc_index *ix, const struct arc_record *r, struct tr_error *err)
+{
+    struct arc_index_job job;
+    arc_index_add_begin(ix, &job, r);
+    return arc_index_add_wait(ix, &job, err);
 }
 
 /* ---- open / close ------------------------------------------------------------------------- */

@@ -86,6 +86,20 @@ int arc_index_schema_version(struct arc_index *ix, int *version, struct tr_error
  * concurrent callers share a transaction and its fsync (group commit). */
 int arc_index_add(struct arc_index *ix, const struct arc_record *r, struct tr_error *err);
 
+/* The same in two steps, so that the caller can make the object durable while the index
+ * commits: begin queues the record (which must stay valid until wait returns), wait blocks
+ * until its transaction has committed. */
+struct arc_index_job {
+    const struct arc_record *record;
+    int rc;
+    struct tr_error err;
+    bool done;
+    struct arc_index_job *next;
+};
+void arc_index_add_begin(struct arc_index *ix, struct arc_index_job *job,
+                         const struct arc_record *r);
+int arc_index_add_wait(struct arc_index *ix, struct arc_index_job *job, struct tr_error *err);
+
 /* The object key of an instance, if indexed (site NULL: any site). */
 int arc_index_find_instance(struct arc_index *ix, const char *site, const char *sop_uid,
                             char *object_key, size_t size, struct tr_error *err);

@@ -14,7 +14,6 @@ struct ix_conn {
     struct ix_conn *next;
 };
 
-struct ix_job;
 
 struct arc_index {
     struct arc_index_options opt;
@@ -28,7 +27,7 @@ struct arc_index {
     bool thread_started;
     pthread_mutex_t lock;
     pthread_cond_t work, done;
-    struct ix_job *queue, *queue_tail;
+    struct arc_index_job *queue, *queue_tail;
     bool stopping;
     uint64_t batches;
 };

@@ -183,12 +183,60 @@ int arc_ingest_end(struct arc_ingest *in, bool complete, struct arc_ingest_resul
     rec->size = res->size;
     arc_object_key(res->study_uid, in->sop_instance, rec->object_key, sizeof(rec->object_key));
 
-    /* Durable object: fsync, rename, fsync. A key taken already leaves both: compare. */
     char temp[4096];
     snprintf(temp, sizeof(temp), "%s", arc_put_temp_path(in->put));
     struct arc_put *put = in->put;
     in->put = NULL;
     struct tr_error cerr = TR_ERROR_INIT;
+
+    if (!arc_object_exists(a->store, rec->object_key)) {
+        /* A new object (the common case): the index commits while the object's bytes and
+         * name are made durable; the answer waits for both. A crash in between leaves a row
+         * without object or an object without row, never acknowledged: reconciliation at the
+         * next start removes the one and indexes the other. */
+        struct arc_index_job job;
+        arc_index_add_begin(a->index, &job, rec);
+        rc = arc_put_commit(put, rec->object_key, &cerr);
+        struct tr_error ierr = TR_ERROR_INIT;
+        int irc = arc_index_add_wait(a->index, &job, &ierr);
+        if (rc == TR_EEXIST) {
+            /* Lost a race with another copy of this instance arriving at the same time: the
+             * other one's row is in; this copy is a duplicate. */
+            bool same = false;
+            arc_object_same(a->store, rec->object_key, temp, &same, NULL);
+            arc_put_abort(put);
+            if (!same) /* our row described the other object: describe the stored one */
+                arc_index_object(a, rec->object_key, in->site, NULL, NULL);
+            if (!same && a->cfg.duplicates == ARC_DUPLICATE_REJECT) {
+                set_result(res, DIMSE_STATUS_UNABLE_TO_PROCESS,
+                           "a different object with this SOP Instance UID is stored");
+                rc = 0;
+                goto out;
+            }
+            res->duplicate = true;
+            rc = 0;
+        } else if (rc) {
+            if (irc == 0)
+                arc_index_forget_object(a->index, rec->object_key, NULL);
+            set_result(res, DIMSE_STATUS_OUT_OF_RESOURCES, "cannot store: %.48s", cerr.message);
+            arc_log(a, SCP_LOG_ERROR, "object %s from %s not stored: %s", in->sop_instance,
+                    in->source_ae, cerr.message);
+            tr_error_set(err, rc, "%s", cerr.message);
+            goto out;
+        }
+        if (irc) {
+            arc_object_delete(a->store, rec->object_key, NULL);
+            set_result(res, DIMSE_STATUS_OUT_OF_RESOURCES, "cannot index: %.48s", ierr.message);
+            arc_log(a, SCP_LOG_ERROR, "object %s from %s not indexed: %s", in->sop_instance,
+                    in->source_ae, ierr.message);
+            rc = tr_error_set(err, irc, "%s", ierr.message);
+            goto out;
+        }
+        res->status = DIMSE_STATUS_SUCCESS;
+        goto out;
+    }
+
+    /* The key is taken: the same object again, or a different one under the same UID. */
     bool created = true;
     rc = arc_put_commit(put, rec->object_key, &cerr);
     if (rc == TR_EEXIST) {
@@ -225,7 +273,7 @@ int arc_ingest_end(struct arc_ingest *in, bool complete, struct arc_ingest_resul
         tr_error_set(err, rc, "%s", cerr.message);
         goto out;
     }
-    /* Durable index row (group commit), unless an identical copy is indexed already. */
+    /* Durable index row, unless an identical copy is indexed already. */
     if (created || !indexed(a, in->sop_instance)) {
         struct tr_error ierr = TR_ERROR_INIT;
         rc = arc_index_add(a->index, rec, &ierr);

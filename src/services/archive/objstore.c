@@ -461,7 +461,8 @@ static int walk(struct arc_objstore *s, const char *rel, int depth,
                 struct tr_error *err)
 {
     char dir[PATH_MAX];
-    snprintf(dir, sizeof(dir), "%s%s%s", s->objects, *rel ? "/" : "", rel);
+    if (snprintf(dir, sizeof(dir), "%s%s%s", s->objects, *rel ? "/" : "", rel) >= (int)sizeof(dir))
+        return 0; /* deeper than a path can go: not one of ours */
     DIR *d = opendir(dir);
     if (!d)
         return tr_error_set(err, TR_EIO, "cannot list %s: %s", dir, strerror(errno));
