@@ -43,6 +43,8 @@ static const char serve_help[] =
     "  --max-associations N    concurrent associations (default 64; more are rejected with\n"
     "                          \"local limit exceeded\")\n"
     "  --any-called-aet        accept any called AE title, not only ours\n"
+    "  --allowed-networks LIST addresses and address/prefix blocks that may associate\n"
+    "                          (default: any); others are rejected\n"
     "  --site SITE=AE[,AE...]  the AE titles that send for a site (repeatable): their studies\n"
     "                          belong to that site, and they see only that site's studies\n"
     "  --reject-unknown-aets   refuse calling AE titles that belong to no site (default: they\n"
@@ -128,6 +130,8 @@ static int parse_int(const char *text, int min, int max, int *out)
 struct config_storage {
     struct arc_site_ae sites[65];
     size_t nsites;
+    struct net_acl site_networks[32];
+    size_t nnetworks;
     struct arc_move_destination dests[33];
     size_t ndests;
     char *buffers[64];
@@ -150,6 +154,18 @@ static int config_site(void *ctx, const char *name)
     const char *list = cfg_get(st->conf, section, "ae_titles");
     if (!list || st->nbuffers >= TR_ARRAY_SIZE(st->buffers))
         return tr_error_set(st->err, TR_EINVAL, "[site %s] needs ae_titles", name);
+    const struct net_acl *networks = NULL;
+    const char *nets = cfg_get(st->conf, section, "networks");
+    if (nets) {
+        if (st->nnetworks >= TR_ARRAY_SIZE(st->site_networks))
+            return tr_error_set(st->err, TR_ELIMIT, "too many sites with networks");
+        struct net_acl *acl = &st->site_networks[st->nnetworks++];
+        if (net_acl_parse(acl, nets, st->err) < 0) {
+            tr_error_prefix(st->err, "[site %s] networks", name);
+            return TR_EINVAL;
+        }
+        networks = acl;
+    }
     char *copy = tr_strdup(list);
     if (!copy)
         return tr_error_set(st->err, TR_ENOMEM, "out of memory");
@@ -159,7 +175,7 @@ static int config_site(void *ctx, const char *name)
         if (strlen(ae) > 16 || st->nsites >= TR_ARRAY_SIZE(st->sites) - 1)
             return tr_error_set(st->err, TR_EINVAL, "[site %s]: AE title \"%s\" too long, or too "
                                                     "many AE titles", name, ae);
-        st->sites[st->nsites++] = (struct arc_site_ae){ae, name};
+        st->sites[st->nsites++] = (struct arc_site_ae){ae, name, networks};
     }
     return 0;
 }
@@ -187,11 +203,11 @@ static int config_destination(void *ctx, const char *name)
 static const char *const known_keys[] = {
     "server.data", "server.aet", "server.dicom_host", "server.dicom_port",
     "server.max_associations", "server.any_called_aet", "server.idle_timeout",
-    "server.insecure", "server.log_level",
+    "server.insecure", "server.log_level", "server.allowed_networks",
     "tls.cert", "tls.key", "tls.ca", "tls.verify_client",
     "archive.index", "archive.duplicates", "archive.stable_after", "archive.min_free_mb",
-    "archive.reject_unknown_aets",
-    "site *.ae_titles",
+    "archive.reject_unknown_aets", "archive.pn_case_insensitive",
+    "site *.ae_titles", "site *.networks",
     "move_destination *.host", "move_destination *.port", "move_destination *.tls",
     NULL,
 };
@@ -235,6 +251,11 @@ static int apply_config(const struct cfg *c, struct arc_config *acfg, struct scp
         return rc;
     if (rc == 0)
         *insecure = b;
+    if ((v = cfg_get(c, "server", "allowed_networks")) &&
+        net_acl_parse(&scfg->allowed, v, err) < 0) {
+        tr_error_prefix(err, "[server] allowed_networks");
+        return TR_EINVAL;
+    }
     if ((v = cfg_get(c, "server", "log_level"))) {
         if (!strcmp(v, "debug"))
             log_level = SCP_LOG_DEBUG;
@@ -271,6 +292,10 @@ static int apply_config(const struct cfg *c, struct arc_config *acfg, struct scp
         return rc;
     if (rc == 0)
         acfg->min_free_bytes = (uint64_t)n << 20;
+    if ((rc = cfg_get_bool(c, "archive", "pn_case_insensitive", &b, err)) < 0)
+        return rc;
+    if (rc == 0)
+        acfg->pn_case_insensitive = b;
     if ((rc = cfg_get_bool(c, "archive", "reject_unknown_aets", &b, err)) < 0)
         return rc;
     if (rc == 0 && b)
@@ -286,7 +311,7 @@ int cmd_serve(int argc, char **argv)
 {
     enum { O_DATA = 256, O_AET, O_HOST, O_PORT, O_CERT, O_KEY, O_CA, O_VERIFY, O_MAX, O_ANY,
            O_DUP, O_IDLE, O_INSECURE, O_SITE, O_REJECT_UNKNOWN, O_MOVE, O_INDEX, O_STABLE,
-           O_CONFIG, O_MINFREE, O_CHECK };
+           O_CONFIG, O_MINFREE, O_CHECK, O_NETWORKS };
     static const struct option options[] = {
         {"data", required_argument, NULL, O_DATA},
         {"aet", required_argument, NULL, O_AET},
@@ -309,6 +334,7 @@ int cmd_serve(int argc, char **argv)
         {"config", required_argument, NULL, O_CONFIG},
         {"min-free-mb", required_argument, NULL, O_MINFREE},
         {"check", no_argument, NULL, O_CHECK},
+        {"allowed-networks", required_argument, NULL, O_NETWORKS},
         {"verbose", no_argument, NULL, 'v'},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
@@ -361,6 +387,14 @@ int cmd_serve(int argc, char **argv)
         switch (c) {
         case O_CONFIG: break; /* read above */
         case O_CHECK: check_only = true; break;
+        case O_NETWORKS: {
+            struct tr_error nerr = TR_ERROR_INIT;
+            if (net_acl_parse(&scfg.allowed, optarg, &nerr) < 0) {
+                cli_error("serve: --allowed-networks: %s", nerr.message);
+                return CLI_USAGE;
+            }
+            break;
+        }
         case O_MINFREE:
             if (parse_int(optarg, 0, 1 << 30, &n) < 0) {
                 cli_error("serve: --min-free-mb takes a number of MB");

@@ -1237,3 +1237,42 @@ int dcm_dataset_convert_to_utf8(struct dcm_dataset *ds, struct tr_error *err)
     dcm_dataset_remove(ds, DCM_TAG_SpecificCharacterSet);
     return 0;
 }
+
+/* ---- wildcard matching -------------------------------------------------------------------- */
+
+static const char *next_char(const char *s)
+{
+    s++;
+    while ((*s & 0xC0) == 0x80)
+        s++;
+    return s;
+}
+
+bool dcm_wildcard_match(const char *pattern, const char *text)
+{
+    /* Iterative with one backtrack point for the last '*' (linear in practice, no recursion). */
+    const char *p = pattern, *t = text, *star = NULL, *resume = NULL;
+    while (*t) {
+        if (*p == '*') {
+            star = ++p;
+            resume = t;
+        } else if (*p == '?' || (*p && *p == *t)) {
+            if (*p == '?') {
+                p++;
+                t = next_char(t);
+            } else {
+                p++;
+                t++;
+            }
+        } else if (star) {
+            p = star;
+            resume = next_char(resume);
+            t = resume;
+        } else {
+            return false;
+        }
+    }
+    while (*p == '*')
+        p++;
+    return *p == '\0';
+}

@@ -183,6 +183,10 @@ int dcm_dataset_remove_item(struct dcm_dataset *ds, uint32_t tag, unsigned index
  * Set to "ISO_IR 192" (or remove it when all text is ASCII). */
 int dcm_dataset_convert_to_utf8(struct dcm_dataset *ds, struct tr_error *err);
 
+/* DICOM wildcard matching (PS3.4 C.2.2.2.4): '*' any run of characters, '?' one character
+ * (UTF-8 aware), everything else literal. */
+bool dcm_wildcard_match(const char *pattern, const char *text);
+
 /* ---- low level (used by the readers) -------------------------------------------------------- */
 
 /* Insert or replace an element by value: `e` is copied but its value bytes, items and

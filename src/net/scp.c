@@ -157,6 +157,12 @@ static int decide(void *ctx, struct dul_assoc *a, const struct pdu_associate *rq
                                   PDU_RJ_LOCAL_LIMIT_EXCEEDED};
         return 1;
     }
+    if (!net_acl_allows(&s->cfg.allowed, cc->peer.ip)) {
+        *rj = (struct pdu_reject){PDU_RJ_PERMANENT, PDU_RJ_SOURCE_USER, PDU_RJ_NO_REASON};
+        logf_(s, SCP_LOG_WARNING, "association %llu: %s is not an allowed network",
+              (unsigned long long)cc->id, cc->peer.ip);
+        return 1;
+    }
     if (!s->cfg.accept_any_called_ae && strcmp(rq->called_ae, s->cfg.dul.ae_title) != 0) {
         *rj = (struct pdu_reject){PDU_RJ_PERMANENT, PDU_RJ_SOURCE_USER,
                                   PDU_RJ_CALLED_AE_NOT_RECOGNIZED};

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "dcm.h"
+#include "acl.h"
 #include "dimse.h"
 #include "dul.h"
 #include "error.h"
@@ -101,6 +102,8 @@ struct scp_config {
     bool accept_any_called_ae;      /* accept whatever called AE title the peer uses */
     uint64_t max_store_size;        /* largest data set accepted by C-STORE (default 4 GiB) */
     struct net_tls *move_tls;       /* TLS for C-MOVE sub-associations marked tls */
+    struct net_acl allowed;         /* peers that may associate (empty: all); others are
+                                       rejected permanent, service-user, no reason given */
 };
 
 void scp_config_init(struct scp_config *cfg);

@@ -288,6 +288,23 @@ static void test_copy(void **state)
     dcm_dataset_free(ds);
 }
 
+static void test_wildcards(void **state)
+{
+    (void)state;
+    assert_true(dcm_wildcard_match("*", ""));
+    assert_true(dcm_wildcard_match("Doe*", "Doe^Jane"));
+    assert_true(dcm_wildcard_match("*Jane", "Doe^Jane"));
+    assert_true(dcm_wildcard_match("D?e^*", "Doe^Jane"));
+    assert_true(dcm_wildcard_match("*^*", "Doe^Jane"));
+    assert_true(dcm_wildcard_match("M?ller", "Müller")); /* ? is one character, not one byte */
+    assert_false(dcm_wildcard_match("M?ller", "Mueller"));
+    assert_false(dcm_wildcard_match("Doe", "Doe^Jane"));
+    assert_false(dcm_wildcard_match("?", ""));
+    assert_true(dcm_wildcard_match("a*b*c", "aXXbYYc"));
+    assert_false(dcm_wildcard_match("a*b*c", "aXXbYY"));
+    assert_true(dcm_wildcard_match("**a", "a"));
+}
+
 static int build_sample(void)
 {
     struct dcm_dataset *ds = dcm_dataset_new();
@@ -344,6 +361,7 @@ int main(void)
         cmocka_unit_test(test_sequences),
         cmocka_unit_test(test_charset_on_set),
         cmocka_unit_test(test_copy),
+        cmocka_unit_test(test_wildcards),
         cmocka_unit_test(test_allocation_failures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -42,6 +42,7 @@ enum arc_duplicate_policy {
 struct arc_site_ae {
     const char *ae_title;
     const char *site;
+    const struct net_acl *networks; /* where this AE title may call from (NULL: anywhere) */
 };
 
 enum arc_unknown_ae {
@@ -54,7 +55,7 @@ struct arc_config {
     const char *index_url;                /* default sqlite:<data_dir>/index.sqlite */
     const struct arc_site_ae *sites;      /* AE title -> site; NULL-terminated by ae_title */
     enum arc_unknown_ae unknown_ae;
-    bool pn_case_insensitive;             /* default true */
+    bool pn_case_insensitive;             /* person name matching ignores case (default true) */
     unsigned stable_after;                /* seconds (default 60) */
     const struct arc_move_destination *destinations; /* C-MOVE targets, NULL-terminated */
     enum arc_duplicate_policy duplicates;

@@ -13,6 +13,18 @@
 static int authorize(void *ctx, const struct scp_peer *peer, struct pdu_reject *rj)
 {
     struct arc_archive *a = ctx;
+    /* A site's AE title calling from outside the site's networks is not that site. */
+    for (const struct arc_site_ae *s = a->cfg.sites; s && s->ae_title; s++) {
+        if (strcmp(s->ae_title, peer->calling_ae) == 0 && s->networks &&
+            !net_acl_allows(s->networks, peer->ip)) {
+            *rj = (struct pdu_reject){PDU_RJ_PERMANENT, PDU_RJ_SOURCE_USER,
+                                      PDU_RJ_CALLING_AE_NOT_RECOGNIZED};
+            arc_log(a, SCP_LOG_WARNING,
+                    "association from %s refused: AE \"%s\" of site %s may not call from there",
+                    peer->address, peer->calling_ae, s->site);
+            return 1;
+        }
+    }
     if (!arc_site_for_ae(a, peer->calling_ae)) {
         /* PS3.8 Table 9-21: rejected permanent, service-user, calling AE title not recognized. */
         *rj = (struct pdu_reject){PDU_RJ_PERMANENT, PDU_RJ_SOURCE_USER,
@@ -132,10 +144,73 @@ static const struct dcm_dataset *header_of(struct find_ctx *fc, const char *key)
     return fc->header;
 }
 
+/* Sequence matching (PS3.4 C.2.2.2.6), the basics: a sequence key whose item has values
+ * matches when some item of the stored sequence has those values (single value or wildcard,
+ * nested sequences the same way). The index has no columns for sequences: this runs on the
+ * representative instance's header, after the SQL matching. */
+static bool item_matches(const struct dcm_dataset *want, const struct dcm_dataset *have,
+                         unsigned depth);
+
+static bool sequence_matches(const struct dcm_dataset *want_ds, const struct dcm_element *want,
+                             const struct dcm_dataset *have, unsigned depth)
+{
+    (void)want_ds;
+    struct dcm_dataset *wanted = dcm_element_item(want, 0);
+    if (!wanted || dcm_dataset_count(wanted) == 0)
+        return true; /* universal: a return key */
+    const struct dcm_element *h = dcm_dataset_get(have, want->tag);
+    for (unsigned i = 0; h && i < dcm_element_item_count(h); i++) {
+        if (item_matches(wanted, dcm_element_item(h, i), depth + 1))
+            return true;
+    }
+    return false;
+}
+
+static bool item_matches(const struct dcm_dataset *want, const struct dcm_dataset *have,
+                         unsigned depth)
+{
+    if (depth > 8)
+        return false;
+    for (size_t i = 0; i < dcm_dataset_count(want); i++) {
+        const struct dcm_element *w = dcm_dataset_at(want, i);
+        if (w->vr == DCM_VR_SQ) {
+            if (!sequence_matches(want, w, have, depth))
+                return false;
+            continue;
+        }
+        struct tr_buf wv, hv;
+        tr_buf_init(&wv, 1 << 16);
+        tr_buf_init(&hv, 1 << 16);
+        bool ok = true;
+        if (dcm_vr_is_string((enum dcm_vr)w->vr) &&
+            dcm_element_get_string(want, w, DCM_ALL_VALUES, &wv) == 0 && wv.len &&
+            strcmp(wv.data, "*") != 0) {
+            const struct dcm_element *h = dcm_dataset_get(have, w->tag);
+            ok = h && dcm_element_get_string(have, h, DCM_ALL_VALUES, &hv) == 0 &&
+                 dcm_wildcard_match(wv.data, hv.data ? hv.data : "");
+        }
+        tr_buf_release(&wv);
+        tr_buf_release(&hv);
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
 static int on_match(void *ctx, const struct arc_match *m)
 {
     struct find_ctx *fc = ctx;
     struct dcm_dataset *r = m->attrs;
+    /* Sequence keys with values filter here (see sequence_matches). */
+    for (size_t i = 0; i < dcm_dataset_count(fc->keys); i++) {
+        const struct dcm_element *k = dcm_dataset_at(fc->keys, i);
+        if (k->vr != DCM_VR_SQ || !dcm_element_item(k, 0) ||
+            dcm_dataset_count(dcm_element_item(k, 0)) == 0)
+            continue;
+        const struct dcm_dataset *hdr = header_of(fc, m->object_key);
+        if (!hdr || !sequence_matches(fc->keys, k, hdr, 0))
+            return 0; /* not a match: skip it */
+    }
     dcm_dataset_set_string(r, 0x00080052, DCM_VR_CS, fc->level_text);
     /* Every other requested key: from the representative instance's header, or empty. */
     const struct dcm_dataset *hdr = NULL;
