@@ -107,9 +107,8 @@ static void check_decoded(enum pdu_type type, const struct pdu_associate *a)
         if (!rq || id->type > PDU_IDENTITY_JWT || !id->primary || id->primary_length == 0 ||
             id->primary[id->primary_length] != '\0')
             invariant_failed("user identity request fields", NULL);
-        if (id->secondary_length &&
-            (id->type != PDU_IDENTITY_USERNAME_PASSCODE || !id->secondary ||
-             id->secondary[id->secondary_length] != '\0'))
+        if (id->secondary_length && (id->type != PDU_IDENTITY_USERNAME_PASSCODE || !id->secondary ||
+                                     id->secondary[id->secondary_length] != '\0'))
             invariant_failed("user identity secondary field", NULL);
     }
     if (id->has_response && (rq || !id->response || id->response[id->response_length] != '\0'))

@@ -41,8 +41,9 @@ build=$(cd "$1" && pwd)
 seconds=$2
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
-# target name : corpus directory : dictionary : maximum input length
-targets=("fuzz_part10:part10:part10.dict:8192" "fuzz_json:json:json.dict:4096")
+# target name : corpus directory : dictionary (may be empty) : maximum input length
+targets=("fuzz_part10:part10:part10.dict:8192" "fuzz_json:json:json.dict:4096"
+         "fuzz_dimse:dimse::4096" "fuzz_pdu:pdu::20000")
 per=$((seconds / ${#targets[@]}))
 ((per >= 1)) || per=1
 
@@ -72,7 +73,7 @@ for spec in "${targets[@]}"; do
     ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=1:allocator_may_return_null=1" \
     UBSAN_OPTIONS="${UBSAN_OPTIONS:-}:print_stacktrace=1:halt_on_error=1" \
         "$binary" -max_total_time="$per" -timeout=10 -rss_limit_mb=2048 \
-        -malloc_limit_mb=2048 -max_len="$max_len" -dict="$here/$dict" -close_fd_mask=1 \
+        -malloc_limit_mb=2048 -max_len="$max_len" ${dict:+-dict="$here/$dict"} -close_fd_mask=1 \
         -print_final_stats=1 -artifact_prefix="$artifacts/$target-" "$work/$corpus" \
         >"$log" 2>&1
     rc=$?

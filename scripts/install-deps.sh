@@ -9,7 +9,7 @@ BUILD=(build-essential cmake pkg-config zlib1g-dev libjansson-dev libssl-dev lib
        libpq-dev)
 # Test: unit tests, fuzzing, and the real peers used as oracles.
 TEST=(libcmocka-dev clang libclang-rt-14-dev python3 python3-pydicom python3-numpy dcmtk
-      dicom3tools time valgrind openssl postgresql)
+      dicom3tools time valgrind openssl postgresql orthanc iproute2)
 
 want=("${BUILD[@]}")
 if [[ "${1:-}" == "--test" ]]; then

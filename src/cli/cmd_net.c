@@ -13,6 +13,7 @@
  */
 #include "cli.h"
 #include "common.h"
+#include "query_key.h"
 #include "scu.h"
 
 #include <dirent.h>
@@ -26,9 +27,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define MAX_OPTIONS 64
-#define MAX_WALK_DEPTH 64
-#define FAILURES_LISTED 100     /* failures listed one by one in the summary of send */
+#define MAX_OPTIONS     64
+#define MAX_WALK_DEPTH  64
+#define FAILURES_LISTED 100 /* failures listed one by one in the summary of send */
 
 /* ---- the options every command shares ------------------------------------------------------ */
 
@@ -60,10 +61,25 @@ static const char exit_help[] =
     "for each); 2 on wrong usage.\n";
 
 enum {
-    O_AET = 256, O_AEC, O_TIMEOUT, O_MAX_PDU, O_TLS, O_TLS_CA, O_TLS_CERT, O_TLS_KEY,
-    O_TLS_NO_VERIFY, O_USER, O_PASSWORD, O_JWT, O_IDENTITY_RESPONSE,
+    O_AET = 256,
+    O_AEC,
+    O_TIMEOUT,
+    O_MAX_PDU,
+    O_TLS,
+    O_TLS_CA,
+    O_TLS_CERT,
+    O_TLS_KEY,
+    O_TLS_NO_VERIFY,
+    O_USER,
+    O_PASSWORD,
+    O_JWT,
+    O_IDENTITY_RESPONSE,
     /* command-specific */
-    O_NO_PROGRESS, O_JSON, O_CANCEL_AFTER, O_AEM, O_OUT,
+    O_NO_PROGRESS,
+    O_JSON,
+    O_CANCEL_AFTER,
+    O_AEM,
+    O_OUT,
 };
 
 static const struct option common_options[] = {
@@ -89,7 +105,7 @@ static const struct option common_options[] = {
 static const struct {
     const char *dcmtk, *ours;
 } dcmtk_spelling[] = {
-    {"-aet", "--aet"}, {"-aec", "--aec"}, {"-aem", "--aem"},
+    {"-aet", "--aet"},    {"-aec", "--aec"},     {"-aem", "--aem"},
     {"-to", "--timeout"}, {"-pdu", "--max-pdu"}, {"-od", "--out"},
 };
 
@@ -97,7 +113,7 @@ struct net_opts {
     const char *cmd;
     const char *aet, *aec;
     bool verbose, quiet;
-    int timeout_ms;               /* 0: the defaults of dul_config */
+    int timeout_ms; /* 0: the defaults of dul_config */
     uint32_t max_pdu;
     bool tls, tls_no_verify;
     const char *tls_ca, *tls_cert, *tls_key;
@@ -111,7 +127,7 @@ struct net_opts {
 
 struct parser {
     struct option table[MAX_OPTIONS];
-    char **argv;                  /* argv after the DCMTK spelling pass (tr_malloc'd) */
+    char **argv; /* argv after the DCMTK spelling pass (tr_malloc'd) */
     int argc;
 };
 
@@ -212,8 +228,14 @@ static int common_option(struct net_opts *o, int c, const char *arg)
         }
         *(c == O_AET ? &o->aet : &o->aec) = arg;
         return 1;
-    case 'v': o->verbose = true; o->quiet = false; return 1;
-    case 'q': o->quiet = true; o->verbose = false; return 1;
+    case 'v':
+        o->verbose = true;
+        o->quiet = false;
+        return 1;
+    case 'q':
+        o->quiet = true;
+        o->verbose = false;
+        return 1;
     case O_TIMEOUT:
         if (parse_long(arg, 1, 86400, &v) < 0) {
             cli_error("%s: --timeout takes seconds (1-86400)", o->cmd);
@@ -229,10 +251,22 @@ static int common_option(struct net_opts *o, int c, const char *arg)
         o->max_pdu = (uint32_t)v;
         return 1;
     case O_TLS: o->tls = true; return 1;
-    case O_TLS_CA: o->tls_ca = arg; o->tls = true; return 1;
-    case O_TLS_CERT: o->tls_cert = arg; o->tls = true; return 1;
-    case O_TLS_KEY: o->tls_key = arg; o->tls = true; return 1;
-    case O_TLS_NO_VERIFY: o->tls_no_verify = true; o->tls = true; return 1;
+    case O_TLS_CA:
+        o->tls_ca = arg;
+        o->tls = true;
+        return 1;
+    case O_TLS_CERT:
+        o->tls_cert = arg;
+        o->tls = true;
+        return 1;
+    case O_TLS_KEY:
+        o->tls_key = arg;
+        o->tls = true;
+        return 1;
+    case O_TLS_NO_VERIFY:
+        o->tls_no_verify = true;
+        o->tls = true;
+        return 1;
     case O_USER: o->user = arg; return 1;
     case O_PASSWORD: o->password = arg; return 1;
     case O_JWT: o->jwt = arg; return 1;
@@ -307,8 +341,9 @@ static int net_opts_setup(struct net_opts *o)
     topt.private_key = o->tls_key;
     topt.verify_peer = !o->tls_no_verify;
     if (o->tls_no_verify)
-        fprintf(stderr, "telerad: %s: warning: --tls-no-verify: the server's certificate is not "
-                        "checked, so anyone on the path could read and change the data\n",
+        fprintf(stderr,
+                "telerad: %s: warning: --tls-no-verify: the server's certificate is not "
+                "checked, so anyone on the path could read and change the data\n",
                 o->cmd);
     struct tr_error err = TR_ERROR_INIT;
     o->tls_ctx = net_tls_client_new(&topt, &err);
@@ -367,8 +402,8 @@ static void print_association(const struct net_opts *o, struct dul_assoc *a)
 {
     pthread_mutex_lock(&print_lock);
     struct net_conn *conn = dul_connection(a);
-    fprintf(stderr, "association with %s at %s accepted%s%s\n", dul_peer_ae(a),
-            dul_peer_address(a), conn && net_is_tls(conn) ? " over " : "",
+    fprintf(stderr, "association with %s at %s accepted%s%s\n", dul_peer_ae(a), dul_peer_address(a),
+            conn && net_is_tls(conn) ? " over " : "",
             conn && net_is_tls(conn) ? net_tls_version(conn) : "");
     fprintf(stderr, "  peer implementation: %s%s%s%s, max PDU %" PRIu32 "\n",
             dul_peer_implementation(a), *dul_peer_version(a) ? " (" : "", dul_peer_version(a),
@@ -389,16 +424,14 @@ static void print_association(const struct net_opts *o, struct dul_assoc *a)
                     c->requestor_scp ? (c->requestor_scu ? " (SCU and SCP role)" : " (SCP role)")
                                      : "");
         } else {
-            static const char *const why[] = {"accepted", "rejected by the user",
-                                              "rejected, no reason",
-                                              "abstract syntax not supported",
-                                              "transfer syntaxes not supported"};
+            static const char *const why[] = {
+                "accepted", "rejected by the user", "rejected, no reason",
+                "abstract syntax not supported", "transfer syntaxes not supported"};
             fprintf(stderr, "  context %3u: %s: %s\n", c->id, as ? as->name : c->abstract_syntax,
                     c->result < TR_ARRAY_SIZE(why) ? why[c->result] : "rejected");
         }
     }
-    fprintf(stderr, "  %u of %u presentation contexts accepted\n", accepted,
-            dul_context_count(a));
+    fprintf(stderr, "  %u of %u presentation contexts accepted\n", accepted, dul_context_count(a));
     (void)o;
     pthread_mutex_unlock(&print_lock);
 }
@@ -500,8 +533,8 @@ int cmd_echo(int argc, char **argv)
         cli_error("out of memory");
         goto out;
     }
-    static const char *const ts[] = {DCM_UID_ExplicitVRLittleEndian,
-                                     DCM_UID_ImplicitVRLittleEndian, NULL};
+    static const char *const ts[] = {DCM_UID_ExplicitVRLittleEndian, DCM_UID_ImplicitVRLittleEndian,
+                                     NULL};
     scu_add_context(rq, SCU_VERIFICATION, ts);
     struct tr_error err = TR_ERROR_INIT;
     struct dul_assoc *a;
@@ -573,12 +606,12 @@ struct send_item {
     char sop_instance[DCM_UID_MAX + 1];
     char ts[DCM_UID_MAX + 1];
     uint64_t dataset_offset, size;
-    unsigned context;             /* index into send_run.contexts */
-    unsigned group;               /* association group (128 contexts each) */
+    unsigned context; /* index into send_run.contexts */
+    unsigned group;   /* association group (128 contexts each) */
     enum item_state state;
     bool has_status, not_sent;
     uint16_t status;
-    char *message;                /* failure text or status comment (tr_malloc'd) */
+    char *message; /* failure text or status comment (tr_malloc'd) */
 };
 
 struct send_context {
@@ -593,13 +626,13 @@ struct send_run {
     struct net_opts *o;
     struct send_item *items;
     size_t count, cap;
-    size_t skipped;               /* non-DICOM files in folders */
+    size_t skipped; /* non-DICOM files in folders */
     struct send_context *contexts;
     unsigned context_count, group_count;
-    char **group_error;           /* first association failure of each group */
-    size_t *queue;                /* indexes of items to send, ordered by group */
+    char **group_error; /* first association failure of each group */
+    size_t *queue;      /* indexes of items to send, ordered by group */
     size_t queue_len, next;
-    size_t returned[64];          /* items handed back by workers that gave up */
+    size_t returned[64]; /* items handed back by workers that gave up */
     size_t returned_len;
     unsigned connected, connecting;
     /* progress */
@@ -753,8 +786,7 @@ static int walk(struct send_run *r, const char *dir, unsigned depth)
     tr_buf_init(&path, PATH_MAX);
     for (size_t i = 0; i < n && rc == 0; i++) {
         tr_buf_reset(&path);
-        if (tr_buf_addf(&path, "%s%s%s", dir, dir[strlen(dir) - 1] == '/' ? "" : "/",
-                        names[i]) < 0)
+        if (tr_buf_addf(&path, "%s%s%s", dir, dir[strlen(dir) - 1] == '/' ? "" : "/", names[i]) < 0)
             continue;
         struct stat st;
         if (lstat(path.data, &st) < 0)
@@ -978,8 +1010,10 @@ static void *send_worker(void *arg)
                     r->returned[r->returned_len++] = (size_t)(it - r->items);
                     pthread_mutex_unlock(&r->lock);
                     if (o->verbose)
-                        fprintf(stderr, "telerad: send: a parallel association failed (%s); "
-                                        "continuing with fewer\n", err.message);
+                        fprintf(stderr,
+                                "telerad: send: a parallel association failed (%s); "
+                                "continuing with fewer\n",
+                                err.message);
                     break;
                 }
                 if (!r->group_error[it->group])
@@ -1006,8 +1040,7 @@ static void *send_worker(void *arg)
         char comment[128];
         if (++message_id == 0)
             message_id = 1;
-        int rc = scu_store_file(a, f, message_id, NULL, 0, &status, comment, sizeof(comment),
-                                &err);
+        int rc = scu_store_file(a, f, message_id, NULL, 0, &status, comment, sizeof(comment), &err);
         pthread_mutex_lock(&r->lock);
         if (rc < 0) {
             item_fail(it, "%s", err.message);
@@ -1028,8 +1061,7 @@ static void *send_worker(void *arg)
             if (rc < 0)
                 fprintf(stderr, "%s: %s\n", it->path, err.message);
             else
-                fprintf(stderr, "%s: %s%s%s\n", it->path, words, comment[0] ? ": " : "",
-                        comment);
+                fprintf(stderr, "%s: %s%s%s\n", it->path, words, comment[0] ? ": " : "", comment);
             pthread_mutex_unlock(&print_lock);
         }
         if (rc < 0 && association_broken(rc)) {
@@ -1054,14 +1086,14 @@ static void draw_progress(struct send_run *r, bool last)
     if (t <= 0)
         t = 1e-9;
     size_t total = r->queue_len;
-    unsigned width = 24, fill = total ? (unsigned)((double)width * (double)r->done / (double)total)
-                                      : width;
+    unsigned width = 24,
+             fill = total ? (unsigned)((double)width * (double)r->done / (double)total) : width;
     char bar[32];
     for (unsigned i = 0; i < width; i++)
         bar[i] = i < fill ? '=' : (i == fill ? '>' : ' ');
     bar[width] = '\0';
-    fprintf(stderr, "\r[%s] %zu/%zu files  %.1f inst/s  %.1f MB/s  %zu failed\033[K%s",
-            bar, r->done, total, (double)r->sent / t, (double)r->bytes / 1e6 / t, r->failed,
+    fprintf(stderr, "\r[%s] %zu/%zu files  %.1f inst/s  %.1f MB/s  %zu failed\033[K%s", bar,
+            r->done, total, (double)r->sent / t, (double)r->bytes / 1e6 / t, r->failed,
             last ? "\r\033[K" : "");
     fflush(stderr);
 }
@@ -1132,9 +1164,8 @@ static void print_send_summary(struct send_run *r, double elapsed)
                 break;
             }
             if (it->has_status)
-                printf("  %s: %04X %s%s%s\n", it->path, it->status,
-                       dimse_status_text(it->status), it->message ? ": " : "",
-                       it->message ? it->message : "");
+                printf("  %s: %04X %s%s%s\n", it->path, it->status, dimse_status_text(it->status),
+                       it->message ? ": " : "", it->message ? it->message : "");
             else
                 printf("  %s: %s\n", it->path, it->message ? it->message : "failed");
         }
@@ -1234,13 +1265,14 @@ int cmd_send(int argc, char **argv)
         goto out;
     }
     if (o.verbose)
-        fprintf(stderr, "%zu files probed in %.2f s: %zu to send in %u presentation contexts "
-                        "(%u association%s), %zu skipped\n",
+        fprintf(stderr,
+                "%zu files probed in %.2f s: %zu to send in %u presentation contexts "
+                "(%u association%s), %zu skipped\n",
                 r.count, now_seconds() - t0, r.queue_len, r.context_count, r.group_count,
                 r.group_count == 1 ? "" : "s", r.skipped);
     if (r.count == 0) {
-        cli_error("send: no DICOM files found%s", r.skipped ? " (only files that are not DICOM)"
-                                                            : "");
+        cli_error("send: no DICOM files found%s",
+                  r.skipped ? " (only files that are not DICOM)" : "");
         goto out;
     }
 
@@ -1250,8 +1282,8 @@ int cmd_send(int argc, char **argv)
     r.start = now_seconds();
     r.progress = !no_progress && !o.quiet && !o.verbose && isatty(STDERR_FILENO);
     pthread_t progress, workers[64];
-    bool progress_started = r.progress && r.queue_len &&
-                            pthread_create(&progress, NULL, progress_thread, &r) == 0;
+    bool progress_started =
+        r.progress && r.queue_len && pthread_create(&progress, NULL, progress_thread, &r) == 0;
     long started = 0;
     for (long i = 0; i < jobs && r.queue_len; i++) {
         if (pthread_create(&workers[i], NULL, send_worker, &r) != 0)
@@ -1344,179 +1376,6 @@ static const struct option query_options[] = {
     {"key", required_argument, NULL, 'k'},
 };
 
-static int hex_digit(int ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
-static bool parse_hex(const char *s, size_t n, uint32_t *out)
-{
-    uint32_t v = 0;
-    for (size_t i = 0; i < n; i++) {
-        int d = hex_digit((unsigned char)s[i]);
-        if (d < 0)
-            return false;
-        v = (v << 4) | (uint32_t)d;
-    }
-    *out = v;
-    return true;
-}
-
-/* A tag from a keyword, "(gggg,eeee)", "gggg,eeee" or "ggggeeee". */
-static bool parse_tag(const char *s, size_t n, uint32_t *tag)
-{
-    char buf[80];
-    if (n == 0 || n >= sizeof(buf))
-        return false;
-    memcpy(buf, s, n);
-    buf[n] = '\0';
-    const char *t = buf;
-    size_t len = n;
-    if (t[0] == '(' && t[len - 1] == ')') {
-        t++;
-        len -= 2;
-    }
-    uint32_t g, e;
-    if (len == 9 && t[4] == ',' && parse_hex(t, 4, &g) && parse_hex(t + 5, 4, &e)) {
-        *tag = DCM_TAG(g, e);
-        return true;
-    }
-    if (len == 8 && parse_hex(t, 8, tag))
-        return true;
-    const struct dcm_dict_entry *d = dcm_dict_lookup_keyword(buf);
-    if (d && d->mask == 0xFFFFFFFFu) {
-        *tag = d->tag;
-        return true;
-    }
-    return false;
-}
-
-static int set_key_value(struct dcm_dataset *ds, uint32_t tag, const char *value,
-                         struct tr_error *err)
-{
-    enum dcm_vr vr = dcm_dict_vr(tag);
-    const struct dcm_vr_info *info = dcm_vr_info(vr);
-    if (vr == DCM_VR_SQ) {
-        if (*value)
-            return tr_error_set(err, TR_EINVAL, "a sequence takes no value (use Seq[0].Key=...)");
-        return dcm_dataset_set_sequence(ds, tag);
-    }
-    if (!*value)
-        return dcm_dataset_set_empty(ds, tag, vr);
-    int rc;
-    if (dcm_vr_is_string(vr) && info->charset) {
-        rc = dcm_dataset_set_string(ds, tag, vr, value);
-    } else if (dcm_vr_is_string(vr) || vr == DCM_VR_UN) {
-        /* Matching keys may be longer than a value of the VR (a date range is 17 characters
-         * where a date has 8): set the ASCII bytes as they are. */
-        for (const char *c = value; *c; c++) {
-            if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7F)
-                return tr_error_set(err, TR_EINVAL, "a %s value is printable ASCII",
-                                    dcm_vr_name(vr));
-        }
-        rc = dcm_dataset_set_bytes(ds, tag, vr, value, strlen(value));
-    } else if (vr == DCM_VR_AT) {
-        uint32_t t;
-        if (!parse_tag(value, strlen(value), &t))
-            return tr_error_set(err, TR_EINVAL, "'%s' is not a tag", value);
-        rc = dcm_dataset_set_tag(ds, tag, t);
-    } else if (info->kind == DCM_VR_KIND_NUMBER) {
-        double values[64];
-        size_t n = 0;
-        const char *s = value;
-        bool is_float = vr == DCM_VR_FL || vr == DCM_VR_FD;
-        while (*s && n < TR_ARRAY_SIZE(values)) {
-            char *end;
-            errno = 0;
-            values[n] = is_float ? strtod(s, &end) : (double)strtoll(s, &end, 10);
-            if (errno || end == s || (*end && *end != '\\'))
-                return tr_error_set(err, TR_EINVAL, "'%s' is not a list of numbers", value);
-            n++;
-            s = *end ? end + 1 : end;
-        }
-        if (is_float) {
-            rc = dcm_dataset_set_floats(ds, tag, vr, values, n);
-        } else {
-            int64_t ints[64];
-            for (size_t i = 0; i < n; i++)
-                ints[i] = (int64_t)values[i];
-            rc = dcm_dataset_set_ints(ds, tag, vr, ints, n);
-        }
-    } else {
-        return tr_error_set(err, TR_EUNSUPPORTED, "keys of VR %s are not supported",
-                            dcm_vr_name(vr));
-    }
-    if (rc < 0)
-        return tr_error_set(err, rc, "'%s' is not a valid %s value", value, dcm_vr_name(vr));
-    return 0;
-}
-
-/* Apply one -k KEY=VALUE to the identifier. */
-static int apply_key(struct dcm_dataset *ds, const char *spec, struct tr_error *err)
-{
-    const char *eq = strchr(spec, '=');
-    size_t key_len = eq ? (size_t)(eq - spec) : strlen(spec);
-    const char *value = eq ? eq + 1 : "";
-    const char *p = spec, *end = spec + key_len;
-    struct dcm_dataset *cur = ds;
-    while (p < end) {
-        const char *dot = memchr(p, '.', (size_t)(end - p));
-        const char *seg_end = dot ? dot : end;
-        const char *bracket = memchr(p, '[', (size_t)(seg_end - p));
-        size_t name_len = (size_t)((bracket ? bracket : seg_end) - p);
-        uint32_t tag;
-        if (!parse_tag(p, name_len, &tag))
-            return tr_error_set(err, TR_EINVAL, "'%.*s' is not a keyword or a tag",
-                                (int)name_len, p);
-        long index = -1;
-        if (bracket) {
-            char *close;
-            errno = 0;
-            index = strtol(bracket + 1, &close, 10);
-            if (errno || close == bracket + 1 || *close != ']' || close + 1 != seg_end ||
-                index < 0 || index > 1000)
-                return tr_error_set(err, TR_EINVAL, "bad item index in '%.*s'",
-                                    (int)(seg_end - p), p);
-        }
-        bool last = seg_end == end;
-        if (last && index < 0)
-            return set_key_value(cur, tag, value, err);
-        /* A sequence: step into item `index` (0 by default), creating the items up to it. */
-        if (dcm_dict_vr(tag) != DCM_VR_SQ)
-            return tr_error_set(err, TR_EINVAL, "'%.*s' is not a sequence", (int)name_len, p);
-        if (index < 0)
-            index = 0;
-        const struct dcm_element *e = dcm_dataset_get(cur, tag);
-        if (!e || e->vr != DCM_VR_SQ) {
-            int rc = dcm_dataset_set_sequence(cur, tag);
-            if (rc < 0)
-                return tr_error_set(err, rc, "cannot add a sequence");
-            e = dcm_dataset_get(cur, tag);
-        }
-        while (e && dcm_element_item_count(e) <= (unsigned)index) {
-            if (!dcm_dataset_add_item(cur, tag, err))
-                return err->code ? err->code : TR_ENOMEM;
-            e = dcm_dataset_get(cur, tag);
-        }
-        if (!e)
-            return tr_error_set(err, TR_ENOMEM, "out of memory");
-        cur = dcm_element_item(e, (unsigned)index);
-        if (last) {
-            if (*value)
-                return tr_error_set(err, TR_EINVAL, "an item takes no value");
-            return 0;
-        }
-        p = seg_end + 1;
-    }
-    return tr_error_set(err, TR_EINVAL, "empty key");
-}
-
 #define TAG_QueryRetrieveLevel 0x00080052u
 
 /* The identifier from -L and the -k keys; NULL after reporting an error. */
@@ -1531,7 +1390,9 @@ static struct dcm_dataset *build_identifier(const char *cmd, const struct query_
     dcm_dataset_set_string(ds, TAG_QueryRetrieveLevel, DCM_VR_CS, level);
     for (size_t i = 0; i < q->key_count; i++) {
         struct tr_error err = TR_ERROR_INIT;
-        if (apply_key(ds, q->keys[i], &err) < 0) {
+        const char *spec = q->keys[i], *eq = strchr(spec, '=');
+        if (dcm_query_key_set(ds, spec, eq ? (size_t)(eq - spec) : strlen(spec), eq ? eq + 1 : "",
+                              &err) < 0) {
             cli_error("%s: -k %s: %s", cmd, q->keys[i], err.message);
             dcm_dataset_free(ds);
             return NULL;
@@ -1556,10 +1417,10 @@ static void print_identifier(const struct net_opts *o, const struct dcm_dataset 
  * go on (HOST PORT parsed; nothing may follow), or an exit status. */
 typedef int (*extra_option_fn)(void *ctx, int c, const char *arg);
 
-static int parse_query_command(struct net_opts *o, struct query_opts *q, struct parser *p,
-                               int argc, char **argv, const struct option *extra,
-                               size_t extra_count, const char *shorts, extra_option_fn handle,
-                               void *ctx, const char *help, const char *exit_text)
+static int parse_query_command(struct net_opts *o, struct query_opts *q, struct parser *p, int argc,
+                               char **argv, const struct option *extra, size_t extra_count,
+                               const char *shorts, extra_option_fn handle, void *ctx,
+                               const char *help, const char *exit_text)
 {
     struct option all[MAX_OPTIONS];
     size_t n = 0;
@@ -1877,25 +1738,25 @@ static const char get_help[] =
 /* Transfer syntaxes a C-GET accepts besides the uncompressed ones: the data set bytes are
  * written as they come, so any syntax is fine. */
 static const char *const get_extra_ts[] = {
-    "1.2.840.10008.1.2.4.50", /* JPEG Baseline */
-    "1.2.840.10008.1.2.4.51", /* JPEG Extended */
-    "1.2.840.10008.1.2.4.57", /* JPEG Lossless */
-    "1.2.840.10008.1.2.4.70", /* JPEG Lossless SV1 */
-    "1.2.840.10008.1.2.4.80", /* JPEG-LS Lossless */
-    "1.2.840.10008.1.2.4.81", /* JPEG-LS Near-Lossless */
-    "1.2.840.10008.1.2.4.90", /* JPEG 2000 Lossless */
-    "1.2.840.10008.1.2.4.91", /* JPEG 2000 */
+    "1.2.840.10008.1.2.4.50",  /* JPEG Baseline */
+    "1.2.840.10008.1.2.4.51",  /* JPEG Extended */
+    "1.2.840.10008.1.2.4.57",  /* JPEG Lossless */
+    "1.2.840.10008.1.2.4.70",  /* JPEG Lossless SV1 */
+    "1.2.840.10008.1.2.4.80",  /* JPEG-LS Lossless */
+    "1.2.840.10008.1.2.4.81",  /* JPEG-LS Near-Lossless */
+    "1.2.840.10008.1.2.4.90",  /* JPEG 2000 Lossless */
+    "1.2.840.10008.1.2.4.91",  /* JPEG 2000 */
     "1.2.840.10008.1.2.4.201", /* HTJ2K Lossless */
     "1.2.840.10008.1.2.4.203", /* HTJ2K */
-    "1.2.840.10008.1.2.5",    /* RLE Lossless */
-    "1.2.840.10008.1.2.1.99", /* Deflated Explicit VR Little Endian */
-    "1.2.840.10008.1.2.2",    /* Explicit VR Big Endian */
+    "1.2.840.10008.1.2.5",     /* RLE Lossless */
+    "1.2.840.10008.1.2.1.99",  /* Deflated Explicit VR Little Endian */
+    "1.2.840.10008.1.2.2",     /* Explicit VR Big Endian */
     NULL,
 };
 
 struct get_ctx {
     const struct net_opts *o;
-    mode_t file_mode;             /* 0666 less the umask, as open(2) would give */
+    mode_t file_mode; /* 0666 less the umask, as open(2) would give */
     const char *out_dir;
     const char *peer_ae;
     size_t written, failed;

@@ -247,7 +247,11 @@ static int parse_command(struct dimse_message *m, struct tr_error *err)
     if (m->command_field == DIMSE_C_CANCEL_RQ && dcm_dataset_get_int(c, 0x00000120, 0, &v) == 0)
         m->message_id = (uint16_t)v;
     m->has_dataset = !(dcm_dataset_get_int(c, 0x00000800, 0, &v) == 0 && v == DIMSE_NO_DATASET);
-    m->status = dcm_dataset_get_int(c, 0x00000900, 0, &v) == 0 ? (uint16_t)v : 0;
+    if (dcm_dataset_get_int(c, 0x00000900, 0, &v) == 0)
+        m->status = (uint16_t)v;
+    else if (response) /* a response without a readable Status is no success */
+        return tr_error_set(err, TR_EPROTO, "a %s without a readable Status (0000,0900)",
+                            dimse_command_name(m->command_field));
     m->priority = dcm_dataset_get_int(c, 0x00000700, 0, &v) == 0 ? (uint16_t)v : 0;
     get_uid(c, 0x00000002, m->sop_class);
     if (!m->sop_class[0])

@@ -236,6 +236,7 @@ static int read_pdu(struct dul_assoc *a, int timeout_ms, struct tr_error *err)
         return rc;
     uint32_t len = tr_be32(h + 2);
     size_t cap;
+    a->rtype = h[0]; /* the abort reason depends on it (unrecognized vs unexpected PDU) */
     switch (h[0]) {
     case PDU_P_DATA_TF: cap = a->cfg.max_pdu; break;
     case PDU_ASSOCIATE_RQ:
@@ -261,7 +262,12 @@ static int read_pdu(struct dul_assoc *a, int timeout_ms, struct tr_error *err)
         a->rbuf = p;
         a->rcap = len;
     }
-    rc = net_read_full(a->conn, a->rbuf, len, a->cfg.timeout_ms);
+    /* The body within the same timeout as the header: in Sta2 that is ARTIM, so a peer that
+     * sends a header and stalls holds its connection no longer than ARTIM. */
+    int body_ms = a->cfg.timeout_ms;
+    if (timeout_ms > 0 && (body_ms <= 0 || timeout_ms < body_ms))
+        body_ms = timeout_ms;
+    rc = net_read_full(a->conn, a->rbuf, len, body_ms);
     if (rc == TR_ECLOSED || rc == TR_EIO)
         return EVT17;
     if (rc)
@@ -615,10 +621,12 @@ int dul_accept(struct net_conn *conn, const struct dul_config *cfg, dul_decide_f
     }
     if (evt != EVT6) {
         /* Sta2: anything but A-ASSOCIATE-RQ is AA-1 (abort) / AA-2 / AA-5. */
+        char peer[80]; /* the abort action closes the connection */
+        snprintf(peer, sizeof(peer), "%s", net_peer_address(conn));
         rc = unexpected(a, evt, err);
         if (rc == 0)
             rc = TR_EPROTO;
-        tr_error_prefix(err, "%s", net_peer_address(conn));
+        tr_error_prefix(err, "%s", peer);
         goto fail;
     }
     /* AE-6: stop ARTIM; decode and decide. */

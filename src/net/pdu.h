@@ -4,8 +4,10 @@
  * A PDU is a 6-byte header (type, reserved, 32-bit big endian length) and a body. Decoders
  * take the whole body (the reader has checked the length against its cap) and validate every
  * length against what is left; they never read past the body and report errors with the
- * offset of the offending item, counted from the start of the PDU (header included):
- * "A-ASSOCIATE-RQ: presentation context item at byte 74: presentation context ID 2 is even".
+ * offset of the offending item, counted from 0 at the start of the PDU (header included, as
+ * in a hex dump of the wire bytes; the first item of an A-ASSOCIATE is at byte 74):
+ * "A-ASSOCIATE-RQ: presentation context item at byte 99: presentation context ID 2 is even
+ * (IDs are odd, 1-255)".
  * Encoders validate everything first, then append to a capped tr_buf; on error the buffer is
  * left as it was.
  *

@@ -130,14 +130,14 @@ struct conn_ctx {
     struct net_conn *conn;
     struct dul_assoc *assoc;      /* set under server->lock while established */
     struct conn_ctx *prev, *next; /* server->live, under server->lock */
-    bool over_limit;
+    bool over_limit;              /* holds no slot in server->active (over the cap, or rejected) */
     uint64_t id;
     struct scp_peer peer;
     char calling[PDU_AE_MAX + 1], called[PDU_AE_MAX + 1];
 };
 
-static int decide(void *ctx, struct dul_assoc *a, const struct pdu_associate *rq,
-                  struct pdu_associate *ac, struct pdu_reject *rj)
+static int decide_inner(void *ctx, struct dul_assoc *a, const struct pdu_associate *rq,
+                        struct pdu_associate *ac, struct pdu_reject *rj)
 {
     struct conn_ctx *cc = ctx;
     struct scp_server *s = cc->server;
@@ -172,6 +172,19 @@ static int decide(void *ctx, struct dul_assoc *a, const struct pdu_associate *rq
         return 1;
     dul_negotiate(rq, s->support, s->support_count, ac);
     return 0;
+}
+
+static int decide(void *ctx, struct dul_assoc *a, const struct pdu_associate *rq,
+                  struct pdu_associate *ac, struct pdu_reject *rj)
+{
+    struct conn_ctx *cc = ctx;
+    int rc = decide_inner(ctx, a, rq, ac, rj);
+    if (rc && !cc->over_limit) {
+        /* Rejected: the slot is free now, not once the peer has closed its end. */
+        atomic_fetch_sub(&cc->server->active, 1);
+        cc->over_limit = true;
+    }
+    return rc;
 }
 
 /* ---- C-ECHO ------------------------------------------------------------------------------- */

@@ -33,10 +33,7 @@ static struct arc_index *open_index(void)
         struct tr_error err = TR_ERROR_INIT;
         if (db_open(url, &db, &err) < 0)
             fail_msg("%s", err.message);
-        db_exec(db,
-                "DROP TABLE IF EXISTS events, instances, series, studies, patients, "
-                "schema_version CASCADE",
-                NULL);
+        db_exec(db, "DROP SCHEMA public CASCADE; CREATE SCHEMA public", NULL);
         db_close(db);
     } else {
         static int n;

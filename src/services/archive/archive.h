@@ -103,6 +103,8 @@ struct arc_source {
     const char *transfer_syntax; /* of the data set bytes that follow (C-STORE) */
     bool part10;                 /* the bytes are a whole Part 10 file (import, STOW-RS), not a
                                     bare data set */
+    const char *study_uid;       /* when set, an object of another study is refused (A900):
+                                    STOW-RS to /studies/{uid} */
 };
 
 struct arc_ingest;
@@ -113,6 +115,8 @@ struct arc_ingest_result {
     bool duplicate;              /* identical object was already stored */
     char comment[65];            /* for Error Comment, when not success */
     char study_uid[DCM_UID_MAX + 1];
+    char series_uid[DCM_UID_MAX + 1];
+    char sop_class[DCM_UID_MAX + 1];    /* as found in the object (also when refused), or "" */
     char sop_instance[DCM_UID_MAX + 1];
     uint64_t size;
 };
@@ -128,6 +132,18 @@ int arc_ingest_end(struct arc_ingest *in, bool complete, struct arc_ingest_resul
 /* Ingest a whole Part 10 file from the filesystem (telerad import) into `site`. */
 int arc_ingest_file(struct arc_archive *a, const char *path, const char *site,
                     const char *source_ae, struct arc_ingest_result *res, struct tr_error *err);
+
+/* ---- queries ------------------------------------------------------------------------------ */
+
+/* Answer a C-FIND or QIDO-RS query: emit is called with each match (return negative to stop):
+ * the attributes the index keeps, and for every other key in q->keys the value from the header
+ * of a representative instance (empty when it has none). Sequence keys with values filter on
+ * that header (PS3.4 C.2.2.2.6 basics). Text is UTF-8. QueryRetrieveLevel is set in the answer
+ * when the keys hold it (C-FIND). Returns the number of matches or a negative error (TR_EINVAL
+ * for an invalid identifier). */
+int arc_find(struct arc_archive *a, const struct arc_query *q,
+             int (*emit)(void *ctx, const struct dcm_dataset *match), void *emit_ctx,
+             struct tr_error *err);
 
 /* The DIMSE SCP handlers backed by this archive (C-STORE; C-FIND, C-MOVE, C-GET once the index
  * answers them). */

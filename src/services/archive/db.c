@@ -429,3 +429,66 @@ int db_like_escape(const char *text, char *out, size_t size)
     out[n] = '\0';
     return 0;
 }
+
+/* ---- migrations --------------------------------------------------------------------------- */
+
+int db_schema_version(struct db *db, const char *component, int *version, struct tr_error *err)
+{
+    int rc = db_exec(db, "CREATE TABLE IF NOT EXISTS schema_migrations (component TEXT PRIMARY "
+                         "KEY, version INTEGER NOT NULL)",
+                     err);
+    if (rc)
+        return rc;
+    struct db_stmt *st;
+    if ((rc = db_prepare(db, "SELECT version FROM schema_migrations WHERE component = $1", &st,
+                         err)))
+        return rc;
+    db_bind_text(st, 1, component);
+    rc = db_step(st, err);
+    *version = rc == 1 ? (int)db_column_int64(st, 0) : 0;
+    db_reset(st);
+    return rc < 0 ? rc : 0;
+}
+
+int db_migrate(struct db *db, const char *component, const char *const *steps, size_t nsteps,
+               struct tr_error *err)
+{
+    int rc = db_begin(db, err);
+    if (rc)
+        return rc;
+    if (db->engine == DB_POSTGRES &&
+        (rc = db_exec(db, "SELECT pg_advisory_xact_lock(7400265)", err)))
+        goto fail;
+    int version;
+    if ((rc = db_schema_version(db, component, &version, err)))
+        goto fail;
+    if (version > (int)nsteps) {
+        rc = tr_error_set(err, TR_EUNSUPPORTED,
+                          "the database has %s schema version %d, newer than this telerad's (%zu)",
+                          component, version, nsteps);
+        goto fail;
+    }
+    for (int v = version; v < (int)nsteps; v++) {
+        if ((rc = db_exec(db, steps[v], err))) {
+            tr_error_prefix(err, "%s schema step %d", component, v + 1);
+            goto fail;
+        }
+    }
+    if (version < (int)nsteps) {
+        struct db_stmt *st;
+        if ((rc = db_prepare(db, "INSERT INTO schema_migrations (component, version) VALUES ($1, "
+                                 "$2) ON CONFLICT (component) DO UPDATE SET version = $2",
+                             &st, err)))
+            goto fail;
+        db_bind_text(st, 1, component);
+        db_bind_int64(st, 2, (int64_t)nsteps);
+        rc = db_step(st, err);
+        db_reset(st);
+        if (rc < 0)
+            goto fail;
+    }
+    return db_commit(db, err);
+fail:
+    db_rollback(db);
+    return rc;
+}

@@ -59,6 +59,16 @@ int db_begin(struct db *db, struct tr_error *err);
 int db_commit(struct db *db, struct tr_error *err);
 void db_rollback(struct db *db);
 
+/* Versioned schema migrations of one component ("archive", "flow", "security"): steps[i]
+ * takes the schema from version i to i + 1 (statements separated by ';'). Runs the missing
+ * steps in one transaction and records the version in table schema_migrations; a database
+ * newer than the steps is TR_EUNSUPPORTED. Several processes starting at once on PostgreSQL
+ * serialize on an advisory lock. */
+int db_migrate(struct db *db, const char *component, const char *const *steps, size_t nsteps,
+               struct tr_error *err);
+/* The version a component's schema is at (0: none). */
+int db_schema_version(struct db *db, const char *component, int *version, struct tr_error *err);
+
 /* Escape `text` for a LIKE pattern with ESCAPE '!' (both engines; '!' rather than '\\' so that
  * DICOM's backslash value separator stays literal). */
 int db_like_escape(const char *text, char *out, size_t size);

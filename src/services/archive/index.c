@@ -141,51 +141,9 @@ int64_t ix_now_ms(void)
 
 /* ---- migrations --------------------------------------------------------------------------- */
 
-static int current_version(struct db *db, int *version, struct tr_error *err)
-{
-    int rc = db_exec(db, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
-                     err);
-    if (rc)
-        return rc;
-    struct db_stmt *st;
-    if ((rc = db_prepare(db, "SELECT MAX(version) FROM schema_version", &st, err)))
-        return rc;
-    rc = db_step(st, err);
-    *version = rc == 1 && !db_column_is_null(st, 0) ? (int)db_column_int64(st, 0) : 0;
-    db_reset(st);
-    return rc < 0 ? rc : 0;
-}
-
 static int migrate(struct db *db, struct tr_error *err)
 {
-    int rc = db_begin(db, err);
-    if (rc)
-        return rc;
-    int version;
-    if ((rc = current_version(db, &version, err)))
-        goto fail;
-    if (version > (int)TR_ARRAY_SIZE(migrations)) {
-        rc = tr_error_set(err, TR_EUNSUPPORTED,
-                          "the index has schema version %d, newer than this telerad (%d)",
-                          version, (int)TR_ARRAY_SIZE(migrations));
-        goto fail;
-    }
-    for (int v = version; v < (int)TR_ARRAY_SIZE(migrations); v++) {
-        if ((rc = db_exec(db, migrations[v], err)))
-            goto fail;
-        struct db_stmt *st;
-        if ((rc = db_prepare(db, "INSERT INTO schema_version (version) VALUES ($1)", &st, err)))
-            goto fail;
-        db_bind_int64(st, 1, v + 1);
-        rc = db_step(st, err);
-        db_reset(st);
-        if (rc < 0)
-            goto fail;
-    }
-    return db_commit(db, err);
-fail:
-    db_rollback(db);
-    return rc;
+    return db_migrate(db, "archive", migrations, TR_ARRAY_SIZE(migrations), err);
 }
 
 int arc_index_schema_version(struct arc_index *ix, int *version, struct tr_error *err)
@@ -194,7 +152,7 @@ int arc_index_schema_version(struct arc_index *ix, int *version, struct tr_error
     int rc = ix_acquire(ix, &db, err);
     if (rc)
         return rc;
-    rc = current_version(db, version, err);
+    rc = db_schema_version(db, "archive", version, err);
     ix_release(ix, db);
     return rc;
 }

@@ -23,6 +23,7 @@ struct arc_ingest {
     char sop_instance[DCM_UID_MAX + 1];
     char source_ae[17];
     char peer[64];
+    char study_uid[DCM_UID_MAX + 1]; /* expected, or "" */
 };
 
 int arc_ingest_begin(struct arc_archive *a, const struct arc_source *src, struct arc_ingest **out,
@@ -45,6 +46,7 @@ int arc_ingest_begin(struct arc_archive *a, const struct arc_source *src, struct
                                                  : src->peer && *src->peer ? src->peer : "?");
     snprintf(in->peer, sizeof(in->peer), "%s", src->peer ? src->peer : "");
     snprintf(in->site, sizeof(in->site), "%s", src->site ? src->site : "");
+    snprintf(in->study_uid, sizeof(in->study_uid), "%s", src->study_uid ? src->study_uid : "");
     int rc = arc_put_begin(a->store, &in->put, err);
     if (rc) {
         tr_free(in);
@@ -95,6 +97,8 @@ static uint16_t check_header(struct arc_ingest *in, const struct dcm_file *f,
                    "no SOP Class UID or SOP Instance UID");
         return res->status;
     }
+    snprintf(res->sop_class, sizeof(res->sop_class), "%s", sop_class);
+    snprintf(res->sop_instance, sizeof(res->sop_instance), "%s", sop_instance);
     if (dcm_dataset_get_uid(ds, DCM_TAG_StudyInstanceUID, study, sizeof(study)) < 0 ||
         !dcm_uid_is_valid(study, strlen(study))) {
         set_result(res, DIMSE_STATUS_DATASET_DOES_NOT_MATCH, "missing or invalid Study Instance UID");
@@ -115,6 +119,11 @@ static uint16_t check_header(struct arc_ingest *in, const struct dcm_file *f,
                    "SOP Instance UID differs from the C-STORE request");
         return res->status;
     }
+    if (in->study_uid[0] && strcmp(in->study_uid, study) != 0) {
+        set_result(res, DIMSE_STATUS_DATASET_DOES_NOT_MATCH,
+                   "Study Instance UID differs from the request's");
+        return res->status;
+    }
     if (in->sop_class[0] && strcmp(in->sop_class, sop_class) != 0) {
         set_result(res, DIMSE_STATUS_DATASET_DOES_NOT_MATCH,
                    "SOP Class UID differs from the C-STORE request");
@@ -123,6 +132,7 @@ static uint16_t check_header(struct arc_ingest *in, const struct dcm_file *f,
     snprintf(in->sop_instance, sizeof(in->sop_instance), "%s", sop_instance);
     snprintf(res->sop_instance, sizeof(res->sop_instance), "%s", sop_instance);
     snprintf(res->study_uid, sizeof(res->study_uid), "%s", study);
+    snprintf(res->series_uid, sizeof(res->series_uid), "%s", series);
     return DIMSE_STATUS_SUCCESS;
 }
 

@@ -1,0 +1,335 @@
+#!/usr/bin/python3
+"""store.py - C-STORE throughput: DCMTK storescu -> telerad serve, against storescu -> DCMTK
+storescp, with the same 500 CT files, one association and four.
+
+    /usr/bin/python3 bench/store.py              # full run: build, generate once, 3 rounds
+    /usr/bin/python3 bench/store.py --profile    # and where telerad's time goes (callgrind,
+                                                 # strace -c), with file:line
+
+What it does:
+  1. builds telerad without sanitizers (RelWithDebInfo) in bench/out/build, as
+     bench/header_parse.py does (`cmake -S bench -B bench/out/build`);
+  2. generates, once, 500 CT images of 512x512 16-bit (5 studies of 100, ~526 KB each,
+     explicit VR little endian) with ../shared/tools/gen_study.py into
+     bench/out/ct-512x512-500 (a stamp file records the command; later runs reuse them);
+  3. for each receiver - `telerad serve --data DIR --dicom-port 0` (every object fsync'd
+     before its C-STORE success, DESIGN.md invariant 1) and `storescp --fork -od DIR PORT`
+     (DCMTK 3.6.7: one process per association, files written WITHOUT fsync) - and for one
+     association (one storescu with the 500 files) and four (four storescu processes in
+     parallel, a quarter of the files each), times the senders from start to the last exit,
+     in a fresh output folder, 3 rounds interleaved (median reported), and checks that all
+     500 objects arrived;
+  4. prints wall time, instances/s, MB/s and the ratio telerad/storescp in instances/s (> 1:
+     telerad is faster), with the commands, and saves the report in bench/out/store.last.txt.
+
+Every DCMTK tool runs with TCP_NODELAY=1 in its environment: Debian's DCMTK leaves Nagle's
+algorithm on otherwise and crawls (about 20 instances/s on loopback). Options: --repeat N
+(default 3), --no-build, --build-dir DIR, --files N (default 500, a multiple of 4), --profile.
+"""
+import argparse
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+OUT = os.path.join(HERE, "out")
+PYTHON = "/usr/bin/python3"
+GEN_STUDY = os.path.normpath(os.path.join(ROOT, "..", "shared", "tools", "gen_study.py"))
+AET = "TELERAD"
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def die(msg):
+    log("store: " + msg)
+    sys.exit(1)
+
+
+def run_quiet(cmd, **kw):
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+    if r.returncode != 0:
+        die("failed (%d): %s\n%s" % (r.returncode, " ".join(cmd), r.stdout[-4000:]))
+    return r.stdout
+
+
+def build(build_dir):
+    log("building telerad (RelWithDebInfo, no sanitizers) in %s" % os.path.relpath(build_dir, ROOT))
+    run_quiet(["cmake", "-S", HERE, "-B", build_dir, "-DCMAKE_BUILD_TYPE=RelWithDebInfo"])
+    run_quiet(["cmake", "--build", build_dir, "-j%d" % (os.cpu_count() or 2), "--target",
+               "telerad"])
+
+
+def generate(data_dir, files):
+    studies = max(1, files // 100)
+    images = files // studies
+    cmd = [PYTHON, GEN_STUDY, data_dir, "--modality", "CT", "--studies", str(studies),
+           "--images", str(images), "--rows", "512", "--cols", "512", "--seed", "2"]
+    stamp = os.path.join(data_dir, "GENERATED")
+    want = " ".join(os.path.relpath(a, ROOT) if a.startswith("/") else a for a in cmd[1:])
+    if os.path.exists(stamp) and open(stamp).read().strip() == want:
+        return want
+    if not os.path.exists(GEN_STUDY):
+        die("%s is missing (it comes with ../shared)" % GEN_STUDY)
+    if os.path.exists(data_dir):
+        shutil.rmtree(data_dir)
+    log("generating %d CT files 512x512 with gen_study.py ..." % (studies * images))
+    run_quiet(cmd)
+    with open(stamp, "w") as f:
+        f.write(want + "\n")
+    return want
+
+
+def list_files(data_dir):
+    paths = []
+    for top, dirs, names in os.walk(data_dir):
+        dirs.sort()
+        paths += [os.path.join(top, n) for n in sorted(names) if n.endswith(".dcm")]
+    return paths
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def dcmtk_env():
+    return dict(os.environ, TCP_NODELAY="1")
+
+
+def wait_port(port, proc, timeout=20):
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc.poll() is not None:
+            return False
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+class Receiver:
+    """A receiver started for one timed run, in a fresh output folder."""
+
+    def __init__(self, kind, telerad, workdir, wrapper=()):
+        self.kind = kind
+        self.dir = os.path.join(workdir, kind)
+        if os.path.exists(self.dir):
+            shutil.rmtree(self.dir)
+        os.makedirs(self.dir)
+        self.log = open(os.path.join(workdir, kind + ".log"), "ab")
+        if kind == "telerad":
+            self.cmd = list(wrapper) + [telerad, "serve", "--data", self.dir, "--dicom-port",
+                                        "0", "-q"]
+            self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=self.log)
+            line = self.proc.stdout.readline().decode()
+            if not line.startswith("dicom-port "):
+                die("telerad serve did not start: %s" % " ".join(self.cmd))
+            self.port = int(line.split()[1])
+        else:
+            self.port = free_port()
+            out = os.path.join(self.dir, "out")
+            os.makedirs(out)
+            self.cmd = ["storescp", "--fork", "-aet", AET, "-od", out, str(self.port)]
+            self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=self.log,
+                                         env=dcmtk_env())
+            if not wait_port(self.port, self.proc):
+                die("storescp did not start")
+
+    def count(self):
+        n = 0
+        for top, _, names in os.walk(self.dir):
+            if os.sep + "tmp" in top[len(self.dir):]:
+                continue
+            n += sum(1 for x in names if x.endswith(".dcm") or re.match(r"^[A-Z]{2}\.", x))
+        return n
+
+    def peak_rss_mb(self):
+        try:
+            with open("/proc/%d/status" % self.proc.pid) as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return None
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def send(port, groups):
+    """Run one storescu per group of files in parallel; returns wall seconds and the commands."""
+    procs = []
+    t0 = time.perf_counter()
+    for g in groups:
+        cmd = ["storescu", "-aec", AET, "127.0.0.1", str(port)] + g
+        procs.append((cmd, subprocess.Popen(cmd, stdout=subprocess.PIPE,
+                                            stderr=subprocess.STDOUT, env=dcmtk_env())))
+    for cmd, p in procs:
+        out, _ = p.communicate()
+        if p.returncode != 0:
+            die("storescu failed (%d): %s" % (p.returncode, out.decode()[-2000:]))
+    return time.perf_counter() - t0
+
+
+def one_run(kind, telerad, workdir, files, associations):
+    r = Receiver(kind, telerad, workdir)
+    try:
+        q = len(files) // associations
+        groups = [files[i * q:(i + 1) * q] for i in range(associations)]
+        secs = send(r.port, groups)
+        # storescp --fork children may still be closing their files.
+        end = time.time() + 10
+        while r.count() < len(files) and time.time() < end:
+            time.sleep(0.05)
+        got = r.count()
+        if got != len(files):
+            die("%s stored %d of %d files" % (kind, got, len(files)))
+        rss = r.peak_rss_mb()
+        return secs, rss
+    finally:
+        r.stop()
+
+
+def profile(telerad, workdir, files):
+    """callgrind over 50 files (one association) and strace -c over the 500."""
+    report = []
+    if shutil.which("valgrind"):
+        out = os.path.join(OUT, "callgrind.store.out")
+        r = Receiver("telerad", telerad, workdir,
+                     wrapper=("valgrind", "--tool=callgrind", "--callgrind-out-file=" + out,
+                              "--dump-instr=no"))
+        try:
+            secs = send(r.port, [files[:50]])
+        finally:
+            r.stop()
+        ann = subprocess.run(["callgrind_annotate", "--inclusive=no", "--threshold=95", out],
+                             stdout=subprocess.PIPE, text=True).stdout
+        report.append("callgrind, telerad serve receiving 50 files (%.1f s under valgrind), "
+                      "self cost:" % secs)
+        lines = [ln for ln in ann.splitlines() if re.match(r"^\s*[\d,]+ \(", ln)]
+        report += ["  " + ln.strip() for ln in lines[:18]]
+        ann = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=99", out],
+                             stdout=subprocess.PIPE, text=True).stdout
+        lines = [ln for ln in ann.splitlines() if re.match(r"^\s*[\d,]+ \(", ln)]
+        report.append("inclusive:")
+        report += ["  " + ln.strip() for ln in lines[:25]]
+    if shutil.which("strace"):
+        out = os.path.join(OUT, "strace.store.txt")
+        r = Receiver("telerad", telerad, workdir)
+        st = subprocess.Popen(["strace", "-c", "-f", "-o", out, "-p", str(r.proc.pid)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.0)  # attached to every thread
+        try:
+            secs = send(r.port, [files])
+        finally:
+            st.send_signal(signal.SIGINT)
+            st.wait(60)
+            r.stop()
+        report.append("strace -c -f, telerad serve receiving %d files (%.1f s under strace):" %
+                      (len(files), secs))
+        with open(out) as f:
+            report += ["  " + ln.rstrip() for ln in f.readlines()[:16]]
+    return "\n".join(report)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--build-dir", default=os.path.join(OUT, "build"))
+    ap.add_argument("--files", type=int, default=500)
+    ap.add_argument("--profile", action="store_true")
+    args = ap.parse_args()
+    for tool in ("storescu", "storescp"):
+        if not shutil.which(tool):
+            die("%s is missing (Debian package dcmtk)" % tool)
+    build_dir = os.path.abspath(args.build_dir)
+    if not args.no_build:
+        build(build_dir)
+    telerad = os.path.join(build_dir, "telerad")
+    data_dir = os.path.join(OUT, "ct-512x512-%d" % args.files)
+    gen_cmd = generate(data_dir, args.files)
+    files = list_files(data_dir)[:args.files]
+    if len(files) != args.files or args.files % 4:
+        die("need %d files (a multiple of 4), have %d" % (args.files, len(files)))
+    total_mb = sum(os.path.getsize(f) for f in files) / 1e6
+    for f in files:  # warm the page cache
+        with open(f, "rb") as fh:
+            while fh.read(1 << 20):
+                pass
+    workdir = tempfile.mkdtemp(prefix="store-bench.", dir=OUT)
+    combos = [("telerad", 1), ("storescp", 1), ("telerad", 4), ("storescp", 4)]
+    times = {c: [] for c in combos}
+    rss = []
+    one_run("telerad", telerad, workdir, files[:20], 1)  # warm-up, not timed
+    one_run("storescp", telerad, workdir, files[:20], 1)
+    for rnd in range(args.repeat):
+        for c in combos:
+            secs, peak = one_run(c[0], telerad, workdir, files, c[1])
+            times[c].append(secs)
+            if c[0] == "telerad" and peak:
+                rss.append(peak)
+            log("round %d: %-8s %d association(s): %.2f s" % (rnd + 1, c[0], c[1], secs))
+    med = {c: statistics.median(v) for c, v in times.items()}
+    lines = []
+    lines.append("C-STORE of %d CT files (512x512x16 bit, %.0f MB), median of %d rounds, "
+                 "on %s (%d CPUs), %s" % (len(files), total_mb, args.repeat, platform.node(),
+                                          os.cpu_count(), time.strftime("%Y-%m-%d")))
+    lines.append("")
+    lines.append("| receiver | associations | wall s | instances/s | MB/s | all rounds (s) |")
+    lines.append("|---|---:|---:|---:|---:|---|")
+    for c in combos:
+        s = med[c]
+        lines.append("| %s | %d | %.2f | %.0f | %.0f | %s |" % (
+            "telerad serve" if c[0] == "telerad" else "storescp --fork (no fsync)", c[1], s,
+            len(files) / s, total_mb / s, ", ".join("%.2f" % x for x in times[c])))
+    lines.append("")
+    for n in (1, 4):
+        ratio = med[("storescp", n)] / med[("telerad", n)]
+        lines.append("ratio telerad/storescp, %d association%s: %.2fx (goal >= 1.0x: %s)" % (
+            n, "s" if n > 1 else "", ratio, "met" if ratio >= 1.0 else "NOT met"))
+    if rss:
+        lines.append("telerad serve peak RSS: %.1f MB" % max(rss))
+    lines.append("")
+    lines.append("commands (every DCMTK tool with TCP_NODELAY=1 in its environment):")
+    lines.append("  receivers: %s serve --data DIR --dicom-port 0 -q" %
+                 os.path.relpath(telerad, ROOT))
+    lines.append("             storescp --fork -aet %s -od DIR PORT" % AET)
+    lines.append("  senders:   storescu -aec %s 127.0.0.1 PORT FILES... (1 process with 500 "
+                 "files, or 4 in parallel with 125 each)" % AET)
+    lines.append("  files:     %s" % gen_cmd)
+    lines.append("  this run:  /usr/bin/python3 bench/store.py %s" % " ".join(sys.argv[1:]))
+    if args.profile:
+        lines.append("")
+        lines.append(profile(telerad, workdir, files))
+    shutil.rmtree(workdir, ignore_errors=True)
+    report = "\n".join(lines)
+    print(report)
+    with open(os.path.join(OUT, "store.last.txt"), "w") as f:
+        f.write(report + "\n")
+
+
+if __name__ == "__main__":
+    main()
