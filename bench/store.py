@@ -133,7 +133,7 @@ class Receiver:
         self.log = open(os.path.join(workdir, kind + ".log"), "ab")
         if kind == "telerad":
             self.cmd = list(wrapper) + [telerad, "serve", "--data", self.dir, "--dicom-port",
-                                        "0", "-q"]
+                                        "0", "--http-port", "0", "-q"]
             self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=self.log)
             line = self.proc.stdout.readline().decode()
             if not line.startswith("dicom-port "):

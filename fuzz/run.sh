@@ -43,7 +43,9 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 # target name : corpus directory : dictionary (may be empty) : maximum input length
 targets=("fuzz_part10:part10:part10.dict:8192" "fuzz_json:json:json.dict:4096"
-         "fuzz_dimse:dimse::4096" "fuzz_pdu:pdu::20000")
+         "fuzz_dimse:dimse::4096" "fuzz_pdu:pdu::20000" "fuzz_multipart:multipart::4096"
+         "fuzz_hl7:hl7:hl7.dict:8192")
+targets+=("fuzz_pixel:pixel::65536") # pixel data frames and codecs
 per=$((seconds / ${#targets[@]}))
 ((per >= 1)) || per=1
 

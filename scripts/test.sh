@@ -16,6 +16,10 @@ step() { printf '\n== %s ==\n' "$*"; }
 step "release build (-Werror)"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTELERAD_WERROR=ON >/dev/null
 cmake --build build -j"$jobs"
+# The OHIF viewer for the browser tests (tests/browser): fetched once, then from the cache.
+# (The web application's test assembles web/ itself with scripts/web.sh.)
+scripts/ohif.sh build/ohif
+scripts/web.sh build/web
 step "tests (release)"
 ctest --test-dir build --output-on-failure -j"$jobs"
 
@@ -25,7 +29,7 @@ fi
 
 step "sanitizer build (ASan + UBSan, -Werror)"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DTELERAD_SANITIZE=ON -DTELERAD_WERROR=ON \
-    >/dev/null
+    -DTELERAD_OHIF_DIR="$PWD/build/ohif" >/dev/null
 cmake --build build-asan -j"$jobs"
 step "tests (ASan + UBSan)"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \

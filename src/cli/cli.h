@@ -17,11 +17,15 @@ int cmd_delete(int argc, char **argv);
 int cmd_dump(int argc, char **argv);
 int cmd_json(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
+int cmd_anonymize(int argc, char **argv);
+int cmd_render(int argc, char **argv);
 int cmd_echo(int argc, char **argv);
 int cmd_send(int argc, char **argv);
 int cmd_find(int argc, char **argv);
 int cmd_move(int argc, char **argv);
 int cmd_get(int argc, char **argv);
+int cmd_hl7send(int argc, char **argv);
+int cmd_audit(int argc, char **argv);
 
 /* Print "telerad: <message>" to stderr. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -5,6 +5,8 @@
 #include "cli.h"
 #include "common.h"
 #include "archive.h"
+#include "config.h"
+#include "serve_store.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -214,7 +216,23 @@ static int open_archive(const char *data, const char *index, enum arc_duplicate_
     cfg.duplicates = dup;
     cfg.log = stderr_log;
     struct tr_error err = TR_ERROR_INIT;
-    if (arc_open(&cfg, out, &err) < 0) {
+    /* The object store as `telerad serve` has it ([archive] store, [s3]: TELERAD_CONFIG and
+     * the environment): an S3 archive opened as files would reconcile every row away. */
+    struct cfg conf = {0};
+    const char *config = getenv("TELERAD_CONFIG");
+    struct serve_store_config store;
+    serve_store_config_init(&store);
+    if ((config && cfg_load(&conf, config, &err) < 0) ||
+        serve_store_configure(&conf, &store, &err) < 0) {
+        cli_error("%s", err.message);
+        cfg_release(&conf);
+        return -1;
+    }
+    if (store.s3)
+        cfg.s3 = &store.s3opt;
+    int rc = arc_open(&cfg, out, &err);
+    cfg_release(&conf);
+    if (rc < 0) {
         cli_error("cannot open the archive in %s: %s", cfg.data_dir, err.message);
         return -1;
     }

@@ -1,10 +1,12 @@
 /*
  * cmd_convert.c - `telerad convert IN OUT`: read a DICOM file and write it again, in its own
- * transfer syntax or another uncompressed one (like DCMTK's dcmconv).
+ * transfer syntax or another one (like DCMTK's dcmconv, and dcmcjpls/dcmdrle... for the pixel
+ * data: a change of compression decodes every frame and encodes it again, see pixel.h).
  */
 #include "cli.h"
 #include "common.h"
 #include "dcm.h"
+#include "pixel.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -15,12 +17,16 @@ static const char convert_help[] =
     "\n"
     "Read the DICOM file IN and write it to OUT as a conformant Part 10 file: a fresh file\n"
     "meta information group, values padded to even length, group lengths recomputed. The\n"
-    "transfer syntax is IN's own unless --ts says otherwise; compressed pixel data is kept\n"
-    "as it is (changing the compression needs a codec).\n"
+    "transfer syntax is IN's own unless --ts says otherwise. When the pixel data's compression\n"
+    "changes, every frame is decoded and encoded again (PhotometricInterpretation and\n"
+    "PlanarConfiguration follow the codec); lossy targets need --lossy.\n"
     "\n"
     "options:\n"
-    "  -t, --ts SYNTAX       implicit | explicit | big | deflated, a keyword such as\n"
-    "                        ExplicitVRLittleEndian, or a transfer syntax UID\n"
+    "  -t, --ts SYNTAX       implicit | explicit | big | deflated (uncompressed), rle,\n"
+    "                        jpeg-lossless (SV1), jpegls (lossless), j2k (lossless), jpeg\n"
+    "                        (baseline, lossy), a keyword such as ExplicitVRLittleEndian, or\n"
+    "                        a transfer syntax UID\n"
+    "  -l, --lossy           allow a lossy target (it also gets a new SOPInstanceUID)\n"
     "  -d, --defined-lengths write sequences and items with defined lengths\n"
     "  -f, --force           also read IN without the DICOM Part 10 header (a bare data set)\n"
     "  -j, --from-json       IN is a DICOM JSON object (PS3.18 F.2), as `telerad json` prints;\n"
@@ -39,6 +45,11 @@ static const char *transfer_syntax_uid(const char *name)
         {"explicit", DCM_UID_ExplicitVRLittleEndian},
         {"big", DCM_UID_ExplicitVRBigEndian},
         {"deflated", DCM_UID_DeflatedExplicitVRLittleEndian},
+        {"rle", DCM_UID_RLELossless},
+        {"jpeg", DCM_UID_JPEGBaseline8Bit},
+        {"jpeg-lossless", DCM_UID_JPEGLosslessSV1},
+        {"jpegls", "1.2.840.10008.1.2.4.80"},
+        {"j2k", "1.2.840.10008.1.2.4.90"},
     };
     for (size_t i = 0; i < TR_ARRAY_SIZE(short_names); i++) {
         if (strcmp(short_names[i].name, name) == 0)
@@ -92,17 +103,17 @@ int cmd_convert(int argc, char **argv)
     static const struct option options[] = {
         {"ts", required_argument, NULL, 't'},     {"defined-lengths", no_argument, NULL, 'd'},
         {"force", no_argument, NULL, 'f'},        {"from-json", no_argument, NULL, 'j'},
-        {"help", no_argument, NULL, 'h'},
+        {"help", no_argument, NULL, 'h'},        {"lossy", no_argument, NULL, 'l'},
         {NULL, 0, NULL, 0},
     };
     struct dcm_read_options ropt;
     struct dcm_write_options wopt;
     dcm_read_options_init(&ropt);
     dcm_write_options_init(&wopt);
-    bool from_json = false;
+    bool from_json = false, lossy = false;
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "t:dfjh", options, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "t:dfjhl", options, NULL)) != -1) {
         switch (c) {
         case 't':
             wopt.ts_uid = transfer_syntax_uid(optarg);
@@ -114,6 +125,7 @@ int cmd_convert(int argc, char **argv)
         case 'd': wopt.defined_lengths = true; break;
         case 'f': ropt.allow_no_meta = true; break;
         case 'j': from_json = true; break;
+        case 'l': lossy = true; break;
         case 'h': fputs(convert_help, stdout); return CLI_OK;
         default: fputs(convert_help, stderr); return CLI_USAGE;
         }
@@ -129,7 +141,20 @@ int cmd_convert(int argc, char **argv)
         cli_error("%s: %s", in, err.message);
         return CLI_FAILED;
     }
-    int rc = dcm_file_write_path(f, &wopt, out, &err);
+    /* A change of compression: transcode the pixel data first. */
+    int rc = 0;
+    const struct dcm_element *pixels = dcm_dataset_get(f->dataset, DCM_TAG_PixelData);
+    if (wopt.ts_uid && f->ts && strcmp(wopt.ts_uid, f->ts->uid) != 0 && pixels &&
+        ((pixels->flags & DCM_ELEM_ENCAPSULATED) ||
+         (dcm_ts_lookup(wopt.ts_uid)->flags & DCM_TS_ENCAPSULATED))) {
+        rc = dcm_pixel_transcode(f->dataset, f->ts->uid, wopt.ts_uid, lossy, &err);
+        if (rc < 0) {
+            cli_error("%s: %s%s", in, err.message, rc == TR_EDENIED ? " (--lossy)" : "");
+            dcm_file_free(f);
+            return CLI_FAILED;
+        }
+    }
+    rc = dcm_file_write_path(f, &wopt, out, &err);
     dcm_file_free(f);
     if (rc < 0) {
         cli_error("%s: %s", out, err.message);

@@ -6,23 +6,38 @@
 #include "common.h"
 #include "archive.h"
 #include "config.h"
+#include "dicomweb.h"
+#include "flow.h"
+#include "reports.h"
+#include "principal.h"
+#include "security.h"
+#include "http.h"
 #include "scp.h"
+#include "serve_hl7.h"
+#include "serve_store.h"
+#include "static.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <time.h>
+#include <limits.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static const char serve_help[] =
     "usage: telerad serve [options]\n"
     "\n"
-    "Run the telerad server: receive studies over DICOM (C-ECHO, C-STORE) into the archive and\n"
-    "answer queries and retrievals (C-FIND, C-MOVE, C-GET; patient and study root). With no options it listens on 127.0.0.1:11112 as AE title TELERAD and keeps its\n"
-    "data in ./telerad-data. Stop it with Ctrl-C or SIGTERM: associations in progress finish.\n"
+    "Run the telerad server: receive studies over DICOM (C-ECHO, C-STORE) and DICOMweb\n"
+    "(STOW-RS) into the archive, answer queries and retrievals (C-FIND, C-MOVE, C-GET;\n"
+    "QIDO-RS, WADO-RS, WADO-URI). With no options it listens for DICOM on 127.0.0.1:11112 as\n"
+    "AE title TELERAD and for HTTP on 127.0.0.1:8080 (DICOMweb under /dicom-web), and keeps\n"
+    "its data in ./telerad-data. Stop it with Ctrl-C or SIGTERM: associations in progress\n"
+    "finish.\n"
     "\n"
     "Settings come from the configuration file (--config, see docs/configuration.md), then\n"
     "from environment variables TELERAD_<SECTION>_<KEY>, then from these flags.\n"
@@ -35,8 +50,18 @@ static const char serve_help[] =
     "  --dicom-host ADDRESS    listen address (default 127.0.0.1; anything else needs TLS or\n"
     "                          --insecure)\n"
     "  --dicom-port N          DICOM port (default 11112; 0 picks a free one and prints it)\n"
-    "  --tls-cert FILE         serve DICOM over TLS (PS3.15 B.9, TLS 1.2+) with this\n"
-    "                          certificate chain (PEM) ...\n"
+    "  --http-host ADDRESS     HTTP listen address (default 127.0.0.1; anything else needs\n"
+    "                          TLS or --insecure)\n"
+    "  --http-port N           HTTP port for DICOMweb, the API and the web app (default 8080;\n"
+    "                          0 picks a free one and prints it)\n"
+    "  --http-threads N        HTTP worker threads (default 16)\n"
+    "  --viewer-dir DIR        the OHIF viewer to serve at /viewer/ (default: ohif/ next to\n"
+    "                          the telerad binary, where the run command installs it)\n"
+    "  --web-dir DIR           the web application to serve at / (default: web/ next to\n"
+    "                          the binary, where scripts/web.sh assembles it, else web/ of\n"
+    "                          the source tree)\n"
+    "  --tls-cert FILE         serve DICOM over TLS (PS3.15 B.9, TLS 1.2+) and HTTPS with\n"
+    "                          this certificate chain (PEM) ...\n"
     "  --tls-key FILE          ... and its key\n"
     "  --tls-ca FILE           CA certificates for client certificates\n"
     "  --tls-verify-client     require a client certificate signed by --tls-ca\n"
@@ -55,11 +80,24 @@ static const char serve_help[] =
     "                          postgresql://user@host:port/database\n"
     "  --stable-after SECONDS  a study is stable when no instance came for this long\n"
     "                          (default 60)\n"
+    ;
+static const char serve_help_more[] =
     "  --duplicates POLICY     a different object with a stored SOP Instance UID: reject\n"
     "                          (default), replace or keep-first\n"
     "  --idle-timeout SECONDS  abort an association silent for this long (default 300)\n"
     "  --min-free-mb N         refuse C-STOREs (A700) when less than N MB are free\n"
     "                          (default 256)\n"
+    "  --demo                  seed three demo sites, five readers, contracts and synthetic\n"
+    "                          studies (only into an archive without sites)\n"
+    "  --webhook URL           POST SLA warnings, breaches and escalations here (JSON)\n"
+    "  --hl7-port N            receive HL7 v2 orders (ORM, OMI, ADT A08/A40) over MLLP on\n"
+    "                          this port (default: off; 0 picks a free one and prints it)\n"
+    "  --hl7-host ADDRESS      HL7 listen address (default 127.0.0.1; anything else needs\n"
+    "                          [hl7] tls or --insecure)\n"
+    "  --reconcile-force       at start, forget index rows whose objects are missing even\n"
+    "                          when most are (default: refuse: wrong --data or disk?)\n"
+    "  --no-auth               no accounts: every HTTP request has administrator rights\n"
+    "                          (HTTP on loopback only; for development and tests)\n"
     "  --insecure              allow listening off loopback without TLS\n"
     "  -v, --verbose           log every C-STORE (debug level)\n"
     "  -q, --quiet             log warnings and errors only\n"
@@ -199,22 +237,220 @@ static int config_destination(void *ctx, const char *name)
     return 0;
 }
 
+/* Tenancy of DICOMweb (DESIGN.md invariant 2): a site user sees the site's studies, a reader
+ * the patients of their reads, an auditor none; administrators and services everything. */
+struct scope_glue {
+    struct flow *flow;
+    struct sec *sec;
+};
+
+/* Readers outside a site's region see its data pseudonymized, with the site's key. */
+static int dw_pseudonym_key(void *ctx, struct web_request *r, const char *site, uint8_t key[32])
+{
+    struct scope_glue *g = ctx;
+    const struct web_principal *p = web_principal_of(r);
+    if (!p || p->role != WEB_ROLE_READER)
+        return 0;
+    if (!flow_pseudonymize_for(g->flow, p->reader, site))
+        return 0;
+    if (!site)
+        return 1;
+    if (sec_site_key(g->sec, site, key, NULL) == 0)
+        return 1;
+    /* Fail closed: without the site's key the data goes out under a throw-away one, never
+     * in the clear. */
+    FILE *rnd = fopen("/dev/urandom", "rb");
+    size_t got = rnd ? fread(key, 1, 32, rnd) : 0;
+    if (rnd)
+        fclose(rnd);
+    if (got != 32)
+        memset(key, 0xA5, 32);
+    log_line(NULL, SCP_LOG_ERROR, "no pseudonymization key for a site: answering with a "
+                                  "throw-away key");
+    return 1;
+}
+
+static void free_sites(void *p) { tr_free(p); }
+
+static int dw_scope(void *ctx, struct web_request *r, struct arc_query *q)
+{
+    struct scope_glue *g = ctx;
+    const struct web_principal *p = web_principal_of(r);
+    if (!p || p->role == WEB_ROLE_ADMIN || p->role == WEB_ROLE_SERVICE)
+        return 0;
+    if (p->role == WEB_ROLE_SITE) {
+        const char **sites = tr_calloc(2, sizeof(*sites));
+        if (!sites || web_attach(r, sites, free_sites) < 0)
+            return TR_ENOMEM;
+        sites[0] = p->site;
+        q->sites = sites;
+        return 0;
+    }
+    if (p->role == WEB_ROLE_READER) {
+        struct arc_patient_ref *refs;
+        size_t n;
+        if (flow_reader_patients(g->flow, p->reader, &refs, &n, NULL) < 0)
+            return TR_EIO;
+        if (refs && web_attach(r, refs, free_sites) < 0)
+            return TR_ENOMEM;
+        static const struct arc_patient_ref none[1];
+        q->patients = refs ? refs : none; /* set and empty: nothing visible */
+        q->npatients = n;
+        return 0;
+    }
+    return TR_EDENIED;
+}
+
+/* DIMSE user identity against the accounts: username + passcode, or a JWT. */
+static int dimse_identity(void *ctx, const struct pdu_user_identity *id, const char *peer,
+                          char *site, size_t size)
+{
+    struct sec *sec = ctx;
+    struct web_principal p;
+    int rc = TR_EDENIED;
+    if (id->type == PDU_IDENTITY_USERNAME_PASSCODE && id->primary && id->secondary) {
+        char user[65], pass[256];
+        snprintf(user, sizeof(user), "%.*s", (int)id->primary_length, id->primary);
+        snprintf(pass, sizeof(pass), "%.*s", (int)id->secondary_length, id->secondary);
+        rc = sec_check_password(sec, user, pass, peer, &p, NULL);
+        explicit_bzero(pass, sizeof(pass));
+    } else if (id->type == PDU_IDENTITY_JWT && id->primary) {
+        char *token = tr_malloc((size_t)id->primary_length + 1);
+        if (token) {
+            memcpy(token, id->primary, id->primary_length);
+            token[id->primary_length] = '\0';
+            rc = sec_check_jwt(sec, token, &p, NULL);
+            tr_free(token);
+        }
+    }
+    if (rc == 0 && (p.role == WEB_ROLE_AUDITOR || p.role == WEB_ROLE_READER))
+        rc = TR_EDENIED; /* DIMSE is for systems and site users; readers use the web */
+    snprintf(site, size, "%s", rc == 0 && p.role == WEB_ROLE_SITE ? p.site : "");
+    return rc;
+}
+
+static void dimse_audit(void *ctx, const char *calling_ae, const char *peer, const char *action,
+                        const char *outcome, const char *object, const char *site)
+{
+    struct sec_audit_event ev = {.actor = calling_ae, .role = "dicom", .peer = peer,
+                                 .action = action, .outcome = outcome, .object_type = "dimse",
+                                 .object_id = object, .site = site, .detail = ""};
+    sec_audit(ctx, &ev);
+}
+
+/* STOW-RS: a site's users store into their site; administrators and services (AI results)
+ * into the default site; readers and auditors not at all (NULL: 403). */
+static const char *dw_store_site(void *ctx, struct web_request *r)
+{
+    (void)ctx;
+    const struct web_principal *p = web_principal_of(r);
+    if (p && (p->role == WEB_ROLE_READER || p->role == WEB_ROLE_AUDITOR))
+        return NULL;
+    return p && p->role == WEB_ROLE_SITE ? p->site : "";
+}
+
+/* A directory next to the telerad binary, if it exists. */
+static bool beside_binary(const char *name, char *out, size_t size)
+{
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n <= 0)
+        return false;
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (!slash)
+        return false;
+    *slash = '\0';
+    if (snprintf(out, size, "%s/%s", exe, name) >= (int)size)
+        return false;
+    struct stat st;
+    return stat(out, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* GET /healthz: 200 when the index answers (for load balancers and monitoring). */
+static void healthz(void *ctx, struct web_request *r)
+{
+    struct arc_index_stats st;
+    struct tr_error err = TR_ERROR_INIT;
+    if (arc_index_stats(arc_index(ctx), &st, &err) < 0) {
+        web_reply_problem(r, 503, "Service Unavailable", "the index does not answer: %s",
+                          err.message);
+        return;
+    }
+    char body[160];
+    int n = snprintf(body, sizeof(body), "{\"status\":\"ok\",\"version\":\"%s\"}",
+                     TELERAD_VERSION);
+    web_reply(r, 200, "application/json", body, (size_t)n);
+}
+
+static int add_health(struct web_server *web, struct arc_archive *archive, struct tr_error *err)
+{
+    struct web_route route = {.method = "GET", .pattern = "/healthz", .handler = healthz,
+                              .ctx = archive};
+    if (web_server_route(web, &route) < 0)
+        return tr_error_set(err, TR_ENOMEM, "out of memory");
+    return 0;
+}
+
+/* [reports]: report delivery and critical results (docs/configuration.md). */
+static int reports_configure(const struct cfg *c, struct rep_config *rc, struct tr_error *err)
+{
+    static const struct {
+        const char *key;
+        long min, max;
+        size_t offset;
+    } ints[] = {
+        {"critical_ack_seconds_1", 1, 86400 * 30, offsetof(struct rep_config, critical_ack[0])},
+        {"critical_ack_seconds_2", 1, 86400 * 30, offsetof(struct rep_config, critical_ack[1])},
+        {"critical_ack_seconds_3", 1, 86400 * 30, offsetof(struct rep_config, critical_ack[2])},
+        {"retry_seconds", 1, 86400, offsetof(struct rep_config, retry_initial)},
+        {"retry_max_seconds", 1, 7 * 86400, offsetof(struct rep_config, retry_max)},
+        {"max_attempts", 1, 100000, offsetof(struct rep_config, max_attempts)},
+        {"ack_timeout", 1, 3600, offsetof(struct rep_config, ack_timeout)},
+    };
+    for (size_t i = 0; i < TR_ARRAY_SIZE(ints); i++) {
+        long v;
+        int rc2 = cfg_get_int(c, "reports", ints[i].key, ints[i].min, ints[i].max, &v, err);
+        if (rc2 < 0)
+            return rc2;
+        if (rc2 == 0)
+            *(unsigned *)(void *)((char *)rc + ints[i].offset) = (unsigned)v;
+    }
+    const char *org = cfg_get(c, "reports", "organization");
+    if (org)
+        rc->organization = org;
+    return 0;
+}
+
 /* docs/configuration.md lists these. */
 static const char *const known_keys[] = {
     "server.data", "server.aet", "server.dicom_host", "server.dicom_port",
     "server.max_associations", "server.any_called_aet", "server.idle_timeout",
     "server.insecure", "server.log_level", "server.allowed_networks",
     "tls.cert", "tls.key", "tls.ca", "tls.verify_client",
+    "http.host", "http.port", "http.threads", "http.max_connections", "http.viewer_dir",
+    "http.web_dir", "flow.claim_timeout", "flow.sla_alert_lead", "flow.webhook_url",
+    "security.auth", "security.session_ttl", "security.lockout_failures",
+    "security.lockout_seconds", "security.jwt_key", "security.jwt_issuer",
+    "security.jwt_audience", "security.dimse_require_identity",
     "archive.index", "archive.duplicates", "archive.stable_after", "archive.min_free_mb",
     "archive.reject_unknown_aets", "archive.pn_case_insensitive",
+    "archive.store", "s3.endpoint", "s3.region", "s3.bucket", "s3.prefix", "s3.access_key",
+    "s3.secret_key", "s3.credentials_file", "s3.addressing", "s3.multipart_threshold_mb",
+    "s3.part_size_mb", "s3.cache_mb", "s3.retries", "s3.ca_file",
+    "hl7.port", "hl7.host", "hl7.tls", "hl7.max_message", "hl7.max_connections",
+    "hl7.idle_timeout",
+    "reports.organization", "reports.critical_ack_seconds_1", "reports.critical_ack_seconds_2",
+    "reports.critical_ack_seconds_3", "reports.retry_seconds", "reports.retry_max_seconds",
+    "reports.max_attempts", "reports.ack_timeout",
     "site *.ae_titles", "site *.networks",
     "move_destination *.host", "move_destination *.port", "move_destination *.tls",
     NULL,
 };
 
 static int apply_config(const struct cfg *c, struct arc_config *acfg, struct scp_config *scfg,
-                        struct net_tls_options *topt, bool *insecure, struct config_storage *st,
-                        struct tr_error *err)
+                        struct web_config *wcfg, struct net_tls_options *topt, bool *insecure,
+                        struct config_storage *st, struct tr_error *err)
 {
     int rc = cfg_check_keys(c, known_keys, err);
     if (rc)
@@ -269,6 +505,20 @@ static int apply_config(const struct cfg *c, struct arc_config *acfg, struct scp
             return tr_error_set(err, TR_EINVAL, "[server] log_level: debug, info, warning or "
                                                 "error");
     }
+    if ((v = cfg_get(c, "http", "host")))
+        wcfg->host = v;
+    if ((rc = cfg_get_int(c, "http", "port", 0, 65535, &n, err)) < 0)
+        return rc;
+    if (rc == 0)
+        wcfg->port = (int)n;
+    if ((rc = cfg_get_int(c, "http", "threads", 1, 1024, &n, err)) < 0)
+        return rc;
+    if (rc == 0)
+        wcfg->threads = (unsigned)n;
+    if ((rc = cfg_get_int(c, "http", "max_connections", 1, 100000, &n, err)) < 0)
+        return rc;
+    if (rc == 0)
+        wcfg->max_connections = (unsigned)n;
     if ((v = cfg_get(c, "tls", "cert")))
         topt->certificate = v;
     if ((v = cfg_get(c, "tls", "key")))
@@ -311,7 +561,9 @@ int cmd_serve(int argc, char **argv)
 {
     enum { O_DATA = 256, O_AET, O_HOST, O_PORT, O_CERT, O_KEY, O_CA, O_VERIFY, O_MAX, O_ANY,
            O_DUP, O_IDLE, O_INSECURE, O_SITE, O_REJECT_UNKNOWN, O_MOVE, O_INDEX, O_STABLE,
-           O_CONFIG, O_MINFREE, O_CHECK, O_NETWORKS };
+           O_CONFIG, O_MINFREE, O_CHECK, O_NETWORKS, O_HTTP_HOST, O_HTTP_PORT, O_HTTP_THREADS,
+           O_VIEWER, O_WEB, O_DEMO, O_WEBHOOK, O_NOAUTH, O_RECONCILE_FORCE,
+           O_HL7_PORT, O_HL7_HOST };
     static const struct option options[] = {
         {"data", required_argument, NULL, O_DATA},
         {"aet", required_argument, NULL, O_AET},
@@ -335,6 +587,17 @@ int cmd_serve(int argc, char **argv)
         {"min-free-mb", required_argument, NULL, O_MINFREE},
         {"check", no_argument, NULL, O_CHECK},
         {"allowed-networks", required_argument, NULL, O_NETWORKS},
+        {"http-host", required_argument, NULL, O_HTTP_HOST},
+        {"http-port", required_argument, NULL, O_HTTP_PORT},
+        {"http-threads", required_argument, NULL, O_HTTP_THREADS},
+        {"viewer-dir", required_argument, NULL, O_VIEWER},
+        {"web-dir", required_argument, NULL, O_WEB},
+        {"demo", no_argument, NULL, O_DEMO},
+        {"webhook", required_argument, NULL, O_WEBHOOK},
+        {"hl7-port", required_argument, NULL, O_HL7_PORT},
+        {"hl7-host", required_argument, NULL, O_HL7_HOST},
+        {"no-auth", no_argument, NULL, O_NOAUTH},
+        {"reconcile-force", no_argument, NULL, O_RECONCILE_FORCE},
         {"verbose", no_argument, NULL, 'v'},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
@@ -344,10 +607,25 @@ int cmd_serve(int argc, char **argv)
     arc_config_init(&acfg);
     struct scp_config scfg;
     scp_config_init(&scfg);
+    struct web_config wcfg;
+    web_config_init(&wcfg);
     struct net_tls_options topt;
     net_tls_options_init(&topt);
     topt.verify_peer = false;
     bool insecure = false, check_only = false;
+    const char *viewer_dir = NULL, *web_dir = NULL;
+    bool demo = false;
+    struct flow_config fcfg;
+    flow_config_init(&fcfg);
+    struct rep_config rcfg;
+    rep_config_init(&rcfg);
+    struct serve_hl7_config hcfg;
+    serve_hl7_config_init(&hcfg);
+    struct serve_store_config stcfg; /* [archive] store, [s3] (serve_store.c) */
+    serve_store_config_init(&stcfg);
+    struct sec_config scfg_sec;
+    sec_config_init(&scfg_sec);
+    bool require_identity = false;
     struct arc_site_ae sites[65] = {{0}};
     size_t nsites = 0;
     struct arc_move_destination dests[33] = {{0}};
@@ -368,7 +646,42 @@ int cmd_serve(int argc, char **argv)
         cli_error("serve: %s", cerr.message);
         return CLI_USAGE;
     }
-    if (apply_config(&conf, &acfg, &scfg, &topt, &insecure, &store, &cerr) < 0) {
+    if (apply_config(&conf, &acfg, &scfg, &wcfg, &topt, &insecure, &store, &cerr) >= 0) {
+        viewer_dir = cfg_get(&conf, "http", "viewer_dir");
+        long v;
+        if (cfg_get_int(&conf, "flow", "claim_timeout", 60, 86400, &v, &cerr) == 0)
+            fcfg.claim_timeout = (unsigned)v;
+        if (cfg_get_int(&conf, "flow", "sla_alert_lead", 0, 86400, &v, &cerr) == 0)
+            fcfg.sla_alert_lead = (unsigned)v;
+        fcfg.webhook_url = cfg_get(&conf, "flow", "webhook_url");
+        bool on;
+        if (cfg_get_bool(&conf, "security", "auth", &on, &cerr) == 0)
+            scfg_sec.auth = on;
+        if (cfg_get_int(&conf, "security", "session_ttl", 60, 30 * 86400, &v, &cerr) == 0)
+            scfg_sec.session_ttl = (unsigned)v;
+        if (cfg_get_int(&conf, "security", "lockout_failures", 1, 1000, &v, &cerr) == 0)
+            scfg_sec.lockout_failures = (unsigned)v;
+        if (cfg_get_int(&conf, "security", "lockout_seconds", 1, 86400, &v, &cerr) == 0)
+            scfg_sec.lockout_seconds = (unsigned)v;
+        scfg_sec.jwt_key_file = cfg_get(&conf, "security", "jwt_key");
+        scfg_sec.jwt_issuer = cfg_get(&conf, "security", "jwt_issuer");
+        scfg_sec.jwt_audience = cfg_get(&conf, "security", "jwt_audience");
+        if (cfg_get_bool(&conf, "security", "dimse_require_identity", &on, &cerr) == 0)
+            require_identity = on;
+        if (!cerr.code)
+            serve_hl7_configure(&conf, &hcfg, &cerr);
+        if (!cerr.code && serve_store_configure(&conf, &stcfg, &cerr) == 0 && stcfg.s3)
+            acfg.s3 = &stcfg.s3opt;
+        if (!cerr.code)
+            reports_configure(&conf, &rcfg, &cerr);
+        if (cerr.code) {
+            cli_error("serve: %s", cerr.message);
+            cfg_release(&conf);
+            config_storage_release(&store);
+            return CLI_USAGE;
+        }
+        web_dir = cfg_get(&conf, "http", "web_dir");
+    } else {
         cli_error("serve: %s", cerr.message);
         cfg_release(&conf);
         config_storage_release(&store);
@@ -411,6 +724,33 @@ int cmd_serve(int argc, char **argv)
             scfg.dul.ae_title = optarg;
             break;
         case O_HOST: scfg.host = optarg; break;
+        case O_HTTP_HOST: wcfg.host = optarg; break;
+        case O_VIEWER: viewer_dir = optarg; break;
+        case O_WEB: web_dir = optarg; break;
+        case O_DEMO: demo = true; break;
+        case O_WEBHOOK: fcfg.webhook_url = optarg; break;
+        case O_HL7_HOST: hcfg.host = optarg; break;
+        case O_HL7_PORT:
+            if (parse_int(optarg, 0, 65535, &hcfg.port) < 0) {
+                cli_error("serve: --hl7-port takes a port number (0-65535)");
+                return CLI_USAGE;
+            }
+            break;
+        case O_NOAUTH: scfg_sec.auth = false; break;
+        case O_RECONCILE_FORCE: acfg.reconcile_force = true; break;
+        case O_HTTP_PORT:
+            if (parse_int(optarg, 0, 65535, &wcfg.port) < 0) {
+                cli_error("serve: --http-port takes a port number (0-65535)");
+                return CLI_USAGE;
+            }
+            break;
+        case O_HTTP_THREADS:
+            if (parse_int(optarg, 1, 1024, &n) < 0) {
+                cli_error("serve: --http-threads takes a number from 1 to 1024");
+                return CLI_USAGE;
+            }
+            wcfg.threads = (unsigned)n;
+            break;
         case O_PORT:
             if (parse_int(optarg, 0, 65535, &scfg.port) < 0) {
                 cli_error("serve: --dicom-port takes a port number (0-65535)");
@@ -496,8 +836,14 @@ int cmd_serve(int argc, char **argv)
             break;
         case 'v': log_level = SCP_LOG_DEBUG; break;
         case 'q': log_level = SCP_LOG_WARNING; break;
-        case 'h': fputs(serve_help, stdout); return CLI_OK;
-        default: fputs(serve_help, stderr); return CLI_USAGE;
+        case 'h':
+            fputs(serve_help, stdout);
+            fputs(serve_help_more, stdout);
+            return CLI_OK;
+        default:
+            fputs(serve_help, stderr);
+            fputs(serve_help_more, stderr);
+            return CLI_USAGE;
         }
     }
     if (optind < argc) {
@@ -517,8 +863,29 @@ int cmd_serve(int argc, char **argv)
                   "give --tls-cert and --tls-key, or --insecure", scfg.host);
         return CLI_USAGE;
     }
+    if (!is_loopback(wcfg.host) && !topt.certificate && !insecure) {
+        cli_error("serve: HTTP on %s without TLS would send patient data in the clear; "
+                  "give --tls-cert and --tls-key, or --insecure", wcfg.host);
+        return CLI_USAGE;
+    }
+    if (topt.certificate && !topt.private_key) {
+        cli_error("serve: --tls-cert needs --tls-key");
+        return CLI_USAGE;
+    }
+    wcfg.tls_cert = topt.certificate;
+    wcfg.tls_key = topt.private_key;
+    if (serve_hl7_check(&hcfg, topt.certificate != NULL, insecure, &cerr) < 0) {
+        cli_error("serve: %s", cerr.message);
+        return CLI_USAGE;
+    }
+    if (!scfg_sec.auth && !is_loopback(wcfg.host)) {
+        cli_error("serve: HTTP without accounts (--no-auth, [security] auth = off) is allowed on "
+                  "loopback only");
+        return CLI_USAGE;
+    }
 
     if (check_only) {
+        printf("http = %s:%d%s\n", wcfg.host, wcfg.port, wcfg.tls_cert ? " (HTTPS)" : "");
         printf("data = %s\nindex = %s\naet = %s\ndicom = %s:%d%s\nmax_associations = %u\n"
                "duplicates = %s\nstable_after = %u\nsites = %zu AE titles\n"
                "move_destinations = %zu\n",
@@ -529,6 +896,12 @@ int cmd_serve(int argc, char **argv)
                : acfg.duplicates == ARC_DUPLICATE_KEEP_FIRST ? "keep-first"
                                                              : "reject",
                acfg.stable_after, nsites, ndests);
+        char hl7_line[300];
+        serve_hl7_describe(&hcfg, hl7_line, sizeof(hl7_line));
+        printf("%s\n", hl7_line);
+        char store_line[600];
+        serve_store_describe(&stcfg, store_line, sizeof(store_line));
+        printf("%s\n", store_line);
         cfg_release(&conf);
         config_storage_release(&store);
         return CLI_OK;
@@ -593,18 +966,143 @@ int cmd_serve(int argc, char **argv)
         printf("dicom-port %d\n", scp_server_port(server));
         fflush(stdout);
     }
+    /* The workflow: reads from stable studies, routing, SLA clocks. */
+    fcfg.archive = archive;
+    fcfg.log = log_line;
+    struct flow *flow = NULL;
+    if (flow_open(&fcfg, &flow, &err) < 0) {
+        cli_error("serve: the workflow: %s", err.message);
+        scp_server_free(server);
+        arc_close(archive);
+        net_tls_free(tls);
+        net_tls_free(move_tls);
+        cfg_release(&conf);
+        config_storage_release(&store);
+        return CLI_FAILED;
+    }
+    arc_set_site_resolver(archive, flow_site_for_ae, flow);
+    /* Reports, critical results and the delivery of results (after the workflow). */
+    rcfg.archive = archive;
+    rcfg.flow = flow;
+    rcfg.ae_title = scfg.dul.ae_title;
+    rcfg.log = log_line;
+    struct rep *reports = NULL;
+    if (rep_open(&rcfg, &reports, &err) < 0) {
+        cli_error("serve: reports: %s", err.message);
+        flow_close(flow);
+        scp_server_free(server);
+        arc_close(archive);
+        net_tls_free(tls);
+        net_tls_free(move_tls);
+        cfg_release(&conf);
+        config_storage_release(&store);
+        return CLI_FAILED;
+    }
+    if (demo && flow_seed_demo(flow, &err) < 0)
+        log_line(NULL, SCP_LOG_ERROR, err.message);
+    /* Accounts, sessions and the audit log, in the same database. */
+    scfg_sec.db_url = arc_index_url(archive);
+    scfg_sec.data_dir = acfg.data_dir;
+    scfg_sec.https = wcfg.tls_cert != NULL;
+    scfg_sec.log = log_line;
+    struct sec *sec = NULL;
+    if (sec_open(&scfg_sec, &sec, &err) < 0) {
+        cli_error("serve: security: %s", err.message);
+        rep_close(reports);
+        flow_close(flow);
+        scp_server_free(server);
+        arc_close(archive);
+        net_tls_free(tls);
+        net_tls_free(move_tls);
+        cfg_release(&conf);
+        config_storage_release(&store);
+        return CLI_FAILED;
+    }
+    if (!scfg_sec.auth)
+        log_line(NULL, SCP_LOG_WARNING, "HTTP authentication is off: every request has "
+                                        "administrator rights (loopback only)");
+    arc_set_security(archive, dimse_identity, sec, require_identity, dimse_audit, sec);
+    /* HTTP: DICOMweb, the REST API, the viewer and the web app. */
+    wcfg.log = log_line;
+    wcfg.filter = sec_http_filter;
+    wcfg.filter_ctx = sec;
+    wcfg.on_complete = sec_http_complete;
+    struct web_server *web = NULL;
+    struct scope_glue glue = {.flow = flow, .sec = sec};
+    struct dw_config dcfg;
+    dw_config_init(&dcfg);
+    dcfg.archive = archive;
+    dcfg.scope = dw_scope;
+    dcfg.store_site = dw_store_site;
+    dcfg.pseudonym_key = dw_pseudonym_key;
+    dcfg.ctx = &glue;
+    char viewer_default[PATH_MAX], web_default[PATH_MAX];
+    if (!viewer_dir && beside_binary("ohif", viewer_default, sizeof(viewer_default)))
+        viewer_dir = viewer_default;
+    /* The assembled app (scripts/web.sh: web/ and its npm charting library) next to the
+     * binary; else the source tree's web/ (then without charts). */
+    if (!web_dir && (beside_binary("web", web_default, sizeof(web_default)) ||
+                     beside_binary("../web", web_default, sizeof(web_default))))
+        web_dir = web_default;
+    if (web_server_new(&wcfg, &web, &err) < 0 || add_health(web, archive, &err) < 0 ||
+        dw_register(web, &dcfg, &err) < 0 || flow_register_api(flow, web, &err) < 0 ||
+        rep_register_api(reports, web, &err) < 0 ||
+        sec_register_api(sec, web, &err) < 0 ||
+        (viewer_dir && web_static_register(web, "/viewer/", viewer_dir, true, &err) < 0) ||
+        (web_dir && web_static_register(web, "/", web_dir, true, &err) < 0) ||
+        web_server_start(web, &err) < 0) {
+        cli_error("serve: HTTP: %s", err.message);
+        web_server_free(web);
+        sec_close(sec);
+        rep_close(reports);
+        flow_close(flow);
+        scp_server_free(server);
+        arc_close(archive);
+        net_tls_free(tls);
+        net_tls_free(move_tls);
+        cfg_release(&conf);
+        config_storage_release(&store);
+        return CLI_FAILED;
+    }
+    if (wcfg.port == 0) {
+        printf("http-port %d\n", web_server_port(web));
+        fflush(stdout);
+    }
+    /* HL7 v2 orders over MLLP (off unless --hl7-port or [hl7] port). */
+    struct serve_hl7 *hl7 = NULL;
+    int hl7_rc = serve_hl7_start(&hcfg, archive, flow, acfg.sites, tls, log_line, &hl7, &err);
+    if (hl7_rc < 0)
+        cli_error("serve: %s", err.message); /* not started: everything is closed below */
+    else if (hl7 && hcfg.port == 0) {
+        printf("hl7-port %d\n", serve_hl7_port(hl7));
+        fflush(stdout);
+    }
+    {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "listening: DICOM %s:%d as %s, HTTP%s %s:%d", scfg.host,
+                 scp_server_port(server), scfg.dul.ae_title, wcfg.tls_cert ? "S" : "",
+                 wcfg.host, web_server_port(web));
+        log_line(NULL, SCP_LOG_INFO, msg);
+    }
     st.server = server;
     pthread_t waiter;
-    pthread_create(&waiter, NULL, wait_for_signal, &st);
-    scp_server_run(server);
-    pthread_kill(waiter, SIGUSR1); /* harmless if it already took a stop signal and left */
-    pthread_join(waiter, NULL);
+    if (hl7_rc == 0) {
+        pthread_create(&waiter, NULL, wait_for_signal, &st);
+        scp_server_run(server);
+        pthread_kill(waiter, SIGUSR1); /* harmless if it already took a stop signal and left */
+        pthread_join(waiter, NULL);
+    }
+    serve_hl7_stop(hl7);
+    web_server_free(web);
     scp_server_free(server);
+    sec_close(sec);
+    rep_close(reports);
+    flow_close(flow);
     arc_close(archive);
     net_tls_free(tls);
     net_tls_free(move_tls);
     log_line(NULL, SCP_LOG_INFO, "stopped");
     cfg_release(&conf);
     config_storage_release(&store);
-    return CLI_OK;
+    return hl7_rc < 0 ? CLI_FAILED : CLI_OK;
 }

@@ -17,14 +17,18 @@ static const struct command commands[] = {
     {"serve", cmd_serve, "run the server (DICOM store, query and retrieve into the archive)"},
     {"import", cmd_import, "import DICOM files and folders into the archive"},
     {"delete", cmd_delete, "delete studies from the archive"},
+    {"anonymize", cmd_anonymize, "de-identify DICOM files (PS3.15 Annex E) into a folder"},
     {"dump", cmd_dump, "list the elements of DICOM files, like dcmdump"},
     {"json", cmd_json, "print a DICOM file as DICOM JSON (PS3.18 F.2)"},
     {"convert", cmd_convert, "write a DICOM file again, in another transfer syntax"},
+    {"render", cmd_render, "render a frame of a DICOM image to PNG or JPEG (like dcm2pnm)"},
     {"echo", cmd_echo, "C-ECHO a DICOM node (like echoscu)"},
     {"send", cmd_send, "C-STORE files and folders to a DICOM node (like storescu)"},
     {"find", cmd_find, "C-FIND: query a DICOM node (like findscu)"},
     {"move", cmd_move, "C-MOVE: have a DICOM node send studies to an AE (like movescu)"},
     {"get", cmd_get, "C-GET: retrieve studies from a DICOM node into files (like getscu)"},
+    {"hl7send", cmd_hl7send, "send HL7 v2 messages over MLLP and print each ACK"},
+    {"audit", cmd_audit, "verify or export the audit log"},
 };
 
 void cli_error(const char *fmt, ...)

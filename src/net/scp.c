@@ -168,9 +168,17 @@ static int decide_inner(void *ctx, struct dul_assoc *a, const struct pdu_associa
                                   PDU_RJ_CALLED_AE_NOT_RECOGNIZED};
         return 1;
     }
-    if (s->h.authorize && s->h.authorize(s->h.ctx, &cc->peer, rj) != 0)
+    int verdict = s->h.authorize ? s->h.authorize(s->h.ctx, &cc->peer, rj) : 0;
+    if (verdict != 0 && verdict != SCP_IDENTITY_VERIFIED)
         return 1;
     dul_negotiate(rq, s->support, s->support_count, ac);
+    if (verdict == SCP_IDENTITY_VERIFIED && rq->identity.positive_response) {
+        /* PS3.7 D.3.3.7.2: the user identity was accepted; for types 1 and 2 the server
+         * response is empty (types 3-5 would carry a token we do not issue). */
+        ac->identity.has_response = true;
+        ac->identity.response = "";
+        ac->identity.response_length = 0;
+    }
     return 0;
 }
 
@@ -484,12 +492,18 @@ static int serve_retrieve(struct conn_ctx *cc, struct dul_assoc *a, const struct
         struct scu_file f;
         struct tr_error ferr = TR_ERROR_INIT;
         uint16_t st = DIMSE_STATUS_OUT_OF_RESOURCES;
-        int frc = scu_file_probe(list[i].path, &f, &ferr);
+        void *instance = NULL;
+        int frc = s->h.instance_open ? s->h.instance_open(s->h.ctx, &list[i], &instance, &ferr)
+                                     : 0;
+        if (frc == 0)
+            frc = scu_file_probe(list[i].path, &f, &ferr);
         if (frc == 0) {
             char sub_comment[65];
             frc = scu_store_file(sub, &f, sub_id++, get ? NULL : cc->calling, m->message_id, &st,
                                  sub_comment, sizeof(sub_comment), &ferr);
         }
+        if (instance && s->h.instance_close)
+            s->h.instance_close(s->h.ctx, instance);
         if (frc == TR_ECLOSED || frc == TR_EPROTO || frc == TR_ETIMEOUT) {
             if (get) {
                 rc = frc;

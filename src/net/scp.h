@@ -47,14 +47,20 @@ struct scp_instance {
     char sop_class[DCM_UID_MAX + 1];
     char sop_instance[DCM_UID_MAX + 1];
     char transfer_syntax[DCM_UID_MAX + 1]; /* of the stored bytes */
-    char path[4096];                       /* a Part 10 file (local object store) */
+    char path[4096];                       /* a Part 10 file, or (with instance_open)
+                                              what the handler needs to find it */
 };
+
+/* authorize's answer when it accepts a verified user identity. */
+#define SCP_IDENTITY_VERIFIED 2
 
 struct scp_handlers {
     void *ctx;
     /* Decide on an association request before its contexts are negotiated (calling and
      * called AE titles, peer address, identity): return 0 to accept, or fill rj and return 1.
-     * NULL: accept when the called AE title is ours. */
+     * Return SCP_IDENTITY_VERIFIED to accept when the user identity was checked and is good:
+     * the A-ASSOCIATE-AC then carries the positive response the requestor may ask for (PS3.7
+     * D.3.3.7.2). NULL: accept when the called AE title is ours. */
     int (*authorize)(void *ctx, const struct scp_peer *peer, struct pdu_reject *rj);
 
     /* C-STORE: `begin` returns a sink for the data set and a handle; `end` is called once the
@@ -81,6 +87,13 @@ struct scp_handlers {
     uint16_t (*retrieve)(void *ctx, const struct scp_peer *peer, const char *model,
                          const struct dcm_dataset *identifier, struct scp_instance **list,
                          size_t *count, char *comment, size_t comment_size);
+
+    /* C-MOVE and C-GET, optional: make an instance readable as a local file just before it
+     * is sent (a remote object store fetches it then), rewriting inst->path to that file;
+     * instance_close(handle) follows its sub-operation. NULL: inst->path is a local file. */
+    int (*instance_open)(void *ctx, struct scp_instance *inst, void **handle,
+                         struct tr_error *err);
+    void (*instance_close)(void *ctx, void *handle);
 
     /* C-MOVE: where is AE title `ae`? Fill host and port (and say whether to use TLS); return
      * 0, or TR_ENOTFOUND for an unknown destination (answered with A801). */

@@ -121,8 +121,9 @@ def check(telerad, path, tmp, have_dciodvfy):
     p = run(telerad, "convert", a, b)
     if p.returncode or open(a, "rb").read() != open(b, "rb").read():
         problems.append("writing is not a fixpoint (convert of the output differs)")
-    compressed = '"7FE00010":{"vr":"O' in original.decode("utf-8", "replace") and run(
-        telerad, "convert", "--ts", "explicit", path, base + "_probe.dcm").returncode != 0
+    # Encapsulated pixel data (convert --ts now decodes it, so the data set changes: the codecs
+    # are checked by codecs.py).
+    compressed = b"(PixelSequence" in run(telerad, "dump", path).stdout
     if not compressed:
         for ts in SYNTAXES:
             out = "%s_%s.dcm" % (base, ts)

@@ -110,7 +110,8 @@ class Server:
 
     def start(self, timeout=30):
         self.log = open(self.log_path, "ab")
-        cmd = [self.telerad, "serve", "--data", self.data, "--dicom-port", "0"] + self.args
+        cmd = [self.telerad, "serve", "--data", self.data, "--dicom-port", "0",
+               "--http-port", "0"] + self.args
         self.command = " ".join(cmd)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log,
                                      env=self.env)

@@ -3,6 +3,9 @@
 #
 #   tests/pg/pg.sh start STATE_DIR   initdb a cluster in STATE_DIR, start it on a free port,
 #                                    create database telerad_test, write its URL to STATE_DIR/url
+#   tests/pg/pg.sh newdb STATE_DIR   create a fresh database and print its URL: tests that run
+#                                    in parallel each take their own, so that no test's data
+#                                    (or reconciliation) meets another's
 #   tests/pg/pg.sh stop STATE_DIR    stop it and remove STATE_DIR
 #
 # PostgreSQL refuses to run as root: as root the server runs as the postgres user.
@@ -38,6 +41,12 @@ start)
     echo "postgresql://postgres@127.0.0.1:$port/telerad_test" >"$state/url"
     echo "PostgreSQL on 127.0.0.1:$port ($state)"
     ;;
+newdb)
+    base=$(cat "$state/url")
+    name="t_$$_${RANDOM}${RANDOM}"
+    psql "$base" -q -X -c "CREATE DATABASE $name" >/dev/null
+    echo "${base%/*}/$name"
+    ;;
 stop)
     if [[ -d "$state/data" ]]; then
         as_owner "$bin/pg_ctl" -D "$state/data" -m immediate stop >/dev/null 2>&1 || true
@@ -45,7 +54,7 @@ stop)
     rm -rf "$state"
     ;;
 *)
-    echo "usage: pg.sh start|stop STATE_DIR" >&2
+    echo "usage: pg.sh start|newdb|stop STATE_DIR" >&2
     exit 2
     ;;
 esac

@@ -7,10 +7,12 @@
 #include "archive_int.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 void arc_config_init(struct arc_config *cfg)
 {
@@ -59,13 +61,47 @@ void arc_object_key(const char *study_uid, const char *sop_instance, char *key, 
     snprintf(key, size, "%02x/%s/%s.dcm", (unsigned)(h >> 24), study_uid, sop_instance);
 }
 
-const char *arc_site_for_ae(struct arc_archive *a, const char *ae_title)
+int arc_site_of_ae(struct arc_archive *a, const char *ae_title, char *site, size_t size)
 {
     for (const struct arc_site_ae *s = a->cfg.sites; s && s->ae_title; s++) {
-        if (strcmp(s->ae_title, ae_title) == 0)
-            return s->site;
+        if (strcmp(s->ae_title, ae_title) == 0) {
+            snprintf(site, size, "%s", s->site);
+            return 0;
+        }
     }
-    return a->cfg.unknown_ae == ARC_UNKNOWN_AE_REJECT ? NULL : "";
+    if (a->resolve_site && a->resolve_site(a->resolve_ctx, ae_title, site, size))
+        return 0;
+    snprintf(site, size, "%s", "");
+    return a->cfg.unknown_ae == ARC_UNKNOWN_AE_REJECT ? TR_ENOTFOUND : 1;
+}
+
+void arc_set_site_resolver(struct arc_archive *a,
+                           bool (*resolve)(void *ctx, const char *ae, char *site, size_t size),
+                           void *ctx)
+{
+    a->resolve_site = resolve;
+    a->resolve_ctx = ctx;
+}
+
+void arc_set_security(struct arc_archive *a,
+                      int (*check_identity)(void *ctx, const struct pdu_user_identity *id,
+                                            const char *peer, char *site, size_t site_size),
+                      void *identity_ctx, bool require_identity,
+                      void (*audit)(void *ctx, const char *calling_ae, const char *peer,
+                                    const char *action, const char *outcome, const char *object,
+                                    const char *site),
+                      void *audit_ctx)
+{
+    a->cfg.check_identity = check_identity;
+    a->cfg.identity_ctx = identity_ctx;
+    a->cfg.require_identity = require_identity;
+    a->cfg.audit = audit;
+    a->cfg.audit_ctx = audit_ctx;
+}
+
+const char *arc_index_url(struct arc_archive *a)
+{
+    return a->index_url;
 }
 
 struct arc_objstore *arc_objects(struct arc_archive *a)
@@ -85,17 +121,44 @@ void arc_last_reconcile(struct arc_archive *a, struct arc_reconcile_stats *s)
 
 /* ---- indexing a stored object ------------------------------------------------------------- */
 
-int arc_index_object(struct arc_archive *a, const char *key, const char *site,
-                     const char *source_ae, struct tr_error *err)
+int arc_read_header(struct arc_objstore *s, const char *key, struct dcm_file **out,
+                    uint64_t *object_size, struct tr_error *err)
 {
-    char path[PATH_MAX];
-    if (arc_object_path(a->store, key, path, sizeof(path)) < 0)
-        return tr_error_set(err, TR_EINVAL, "invalid object key %s", key);
     struct dcm_read_options opt;
     dcm_read_options_init(&opt);
     opt.header_only = true;
+    /* A filesystem hands out the whole object (the header read maps it and stops before the
+     * pixel data, as always); S3 a prefix, grown until the header fits. */
+    for (uint64_t want = 64u << 10;; want *= 8) {
+        struct arc_object_handle *h;
+        int rc = arc_object_open_range(s, key, 0, want, &h, err);
+        if (rc)
+            return rc;
+        struct dcm_file *f = NULL;
+        struct tr_error rerr = TR_ERROR_INIT;
+        rc = dcm_file_read(arc_object_handle_path(h), &opt, &f, &rerr);
+        bool whole = arc_object_handle_complete(h) && arc_object_handle_offset(h) == 0;
+        uint64_t size = arc_object_handle_object_size(h);
+        arc_object_close(h);
+        if (rc == 0 && (whole || f->stopped_before_pixels)) {
+            if (object_size)
+                *object_size = size;
+            *out = f;
+            return 0;
+        }
+        dcm_file_free(f);
+        if (whole || want >= size)
+            return tr_error_set(err, rc ? rerr.code : TR_EFORMAT, "object %s: %s", key,
+                                rc ? rerr.message : "cannot read its header");
+    }
+}
+
+int arc_index_object(struct arc_archive *a, const char *key, const char *site,
+                     const char *source_ae, struct tr_error *err)
+{
     struct dcm_file *f;
-    int rc = dcm_file_read(path, &opt, &f, err);
+    uint64_t object_size = 0;
+    int rc = arc_read_header(a->store, key, &f, &object_size, err);
     if (rc)
         return rc;
     struct arc_record *r = tr_calloc(1, sizeof(*r));
@@ -112,7 +175,7 @@ int arc_index_object(struct arc_archive *a, const char *key, const char *site,
         if (!r->source_ae[0])
             dcm_dataset_get_string(f->meta, DCM_TAG_SourceApplicationEntityTitle, 0, r->source_ae,
                                    sizeof(r->source_ae));
-        r->size = f->size;
+        r->size = object_size;
         rc = arc_index_add(a->index, r, err);
     }
     tr_free(r);
@@ -194,25 +257,66 @@ static void set_free(struct key_set *set)
 struct reconcile_ctx {
     struct arc_archive *a;
     struct key_set indexed;
+    size_t total; /* indexed objects */
 };
 
 static int collect_key(void *ctx, const char *key)
 {
     struct reconcile_ctx *rc = ctx;
+    rc->total++;
     return set_add(&rc->indexed, key) < 0 ? -1 : 0;
 }
 
+/* Copy a file (a quarantined object from S3's cache). */
+static int copy_file(const char *from, const char *to)
+{
+    int in = open(from, O_RDONLY | O_CLOEXEC);
+    if (in < 0)
+        return TR_EIO;
+    int out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    int rc = out < 0 ? TR_EIO : 0;
+    char buf[65536];
+    for (ssize_t n; rc == 0 && (n = read(in, buf, sizeof(buf))) != 0;) {
+        if (n < 0 && errno == EINTR)
+            continue;
+        struct tr_sink sink = tr_sink_fd(&out);
+        rc = n < 0 ? TR_EIO : tr_sink_write(&sink, buf, (size_t)n);
+    }
+    if (rc == 0 && fsync(out) < 0)
+        rc = TR_EIO;
+    close(in);
+    if (out >= 0)
+        close(out);
+    return rc;
+}
+
+/* Move an unreadable object out of the store into DATA/quarantine (for a person to look at). */
 static void quarantine(struct arc_archive *a, const char *key)
 {
     char from[PATH_MAX], dir[PATH_MAX], to[PATH_MAX + 64];
-    if (arc_object_path(a->store, key, from, sizeof(from)) < 0)
-        return;
     if (snprintf(dir, sizeof(dir), "%s/quarantine", a->data_dir) >= (int)sizeof(dir))
         return;
     mkdir(dir, 0750);
     const char *base = strrchr(key, '/');
     snprintf(to, sizeof(to), "%s/%s", dir, base ? base + 1 : key);
-    rename(from, to);
+    if (arc_object_path(a->store, key, from, sizeof(from)) == 0) {
+        rename(from, to);
+        return;
+    }
+    /* S3: a local copy first, then the object goes from the bucket. */
+    struct arc_object_handle *h;
+    struct tr_error err = TR_ERROR_INIT;
+    if (arc_object_open(a->store, key, &h, &err) < 0) {
+        arc_log(a, SCP_LOG_WARNING, "quarantine of %s: %s", key, err.message);
+        return;
+    }
+    int rc = copy_file(arc_object_handle_path(h), to);
+    arc_object_close(h);
+    if (rc == 0)
+        rc = arc_object_delete(a->store, key, &err);
+    if (rc)
+        arc_log(a, SCP_LOG_WARNING, "quarantine of %s: %s", key,
+                err.code ? err.message : "cannot copy it");
 }
 
 static int check_object(void *ctx, const char *key, uint64_t size)
@@ -226,21 +330,16 @@ static int check_object(void *ctx, const char *key, uint64_t size)
      * committed (so it was never acknowledged). Index it now. The site is unknown here: the
      * source AE title in its meta group says who sent it. */
     struct tr_error err = TR_ERROR_INIT;
-    char path[PATH_MAX];
     char source[17] = "";
-    if (arc_object_path(a->store, key, path, sizeof(path)) == 0) {
-        struct dcm_read_options opt;
-        dcm_read_options_init(&opt);
-        opt.header_only = true;
-        struct dcm_file *f;
-        if (dcm_file_read(path, &opt, &f, NULL) == 0) {
-            dcm_dataset_get_string(f->meta, DCM_TAG_SourceApplicationEntityTitle, 0, source,
-                                   sizeof(source));
-            dcm_file_free(f);
-        }
+    struct dcm_file *f;
+    if (arc_read_header(a->store, key, &f, NULL, NULL) == 0) {
+        dcm_dataset_get_string(f->meta, DCM_TAG_SourceApplicationEntityTitle, 0, source,
+                               sizeof(source));
+        dcm_file_free(f);
     }
-    const char *site = arc_site_for_ae(a, source);
-    if (arc_index_object(a, key, site ? site : "", source, &err) < 0) {
+    char site[ARC_SITE_MAX];
+    arc_site_of_ae(a, source, site, sizeof(site));
+    if (arc_index_object(a, key, site, source, &err) < 0) {
         arc_log(a, SCP_LOG_WARNING, "object %s cannot be indexed (%s): moved to quarantine", key,
                 err.message);
         quarantine(a, key);
@@ -257,7 +356,20 @@ static int reconcile(struct arc_archive *a, struct tr_error *err)
     int rc = arc_index_each_object(a->index, collect_key, &ctx, err);
     if (rc == 0)
         rc = arc_objstore_reconcile(a->store, check_object, &ctx, err);
-    /* What is left in the set: rows whose object is gone. */
+    /* What is left in the set: rows whose object is gone. A crash leaves a few; most of the
+     * index missing means the wrong data directory or an unmounted disk: refuse rather than
+     * forget the archive. */
+    size_t missing = 0, total = ctx.total;
+    for (size_t i = 0; rc == 0 && i < ctx.indexed.cap; i++)
+        missing += ctx.indexed.slot[i] && *ctx.indexed.slot[i];
+    if (rc == 0 && missing > 50 && missing * 20 > total && !a->cfg.reconcile_force) {
+        set_free(&ctx.indexed);
+        return tr_error_set(err, TR_EINVAL,
+                            "%zu of the %zu indexed objects are missing from the object store in "
+                            "%s: is this the right data directory, and is its disk mounted? "
+                            "Refusing to forget them (start with --reconcile-force to accept)",
+                            missing, total, a->data_dir);
+    }
     for (size_t i = 0; rc == 0 && i < ctx.indexed.cap; i++) {
         const char *key = ctx.indexed.slot[i];
         if (!key || !*key)
@@ -324,7 +436,18 @@ int arc_open(const struct arc_config *cfg, struct arc_archive **out, struct tr_e
         return tr_error_set(err, TR_ELIMIT, "the index location is too long");
     }
     a->cfg.index_url = a->index_url;
-    int rc = arc_objstore_open_fs(a->data_dir, &a->store, err);
+    a->cfg.s3 = NULL; /* borrowed for the call only */
+    int rc;
+    if (cfg->s3) {
+        struct arc_s3_options o = *cfg->s3;
+        if (!o.log) {
+            o.log = cfg->log;
+            o.log_ctx = cfg->log_ctx;
+        }
+        rc = arc_objstore_open_s3(&o, a->data_dir, &a->store, err);
+    } else {
+        rc = arc_objstore_open_fs(a->data_dir, &a->store, err);
+    }
     if (rc == 0) {
         struct arc_index_options io;
         arc_index_options_init(&io);

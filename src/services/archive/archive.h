@@ -4,7 +4,8 @@
  *
  * Ingest is one durable step (DESIGN.md invariant 1): the object's bytes go to the object
  * store under a temporary name as they arrive, the header is parsed and checked, the object is
- * committed (fsync, rename, fsync) and only then is the sender told "success".
+ * committed (files: fsync, rename, fsync; S3: uploaded, answered 200) and only then is the
+ * sender told "success".
  *
  * Exported names start with arc_.
  */
@@ -59,10 +60,25 @@ struct arc_config {
     unsigned stable_after;                /* seconds (default 60) */
     const struct arc_move_destination *destinations; /* C-MOVE targets, NULL-terminated */
     enum arc_duplicate_policy duplicates;
+    bool reconcile_force;                 /* forget index rows at start even when most of
+                                             the objects are missing (default: refuse) */
     uint64_t min_free_bytes;              /* refuse stores (A700) below this free space
                                              (default 256 MiB) */
+    const struct arc_s3_options *s3;      /* the object store: NULL = files under data_dir
+                                             (default); else this S3 bucket (spool and read
+                                             cache under data_dir) */
     void (*log)(void *ctx, int level, const char *message);
     void *log_ctx;
+    /* DIMSE user identity (PS3.7 D.3.3.7) checked against accounts: 0 accepted (*site set to
+     * the account's site, "" for none), negative refused. NULL: identities are not checked. */
+    int (*check_identity)(void *ctx, const struct pdu_user_identity *id, const char *peer,
+                          char *site, size_t site_size);
+    void *identity_ctx;
+    bool require_identity;  /* refuse associations without a user identity */
+    /* Every DIMSE access (query, retrieve, store) for the audit log; NULL: none. */
+    void (*audit)(void *ctx, const char *calling_ae, const char *peer, const char *action,
+                  const char *outcome, const char *object, const char *site);
+    void *audit_ctx;
 };
 
 void arc_config_init(struct arc_config *cfg);
@@ -76,8 +92,28 @@ int arc_open(const struct arc_config *cfg, struct arc_archive **out, struct tr_e
 void arc_close(struct arc_archive *a);
 struct arc_objstore *arc_objects(struct arc_archive *a);
 struct arc_index *arc_index(struct arc_archive *a);
-/* The site an AE title sends for; NULL if unknown and unknown AEs are refused. */
-const char *arc_site_for_ae(struct arc_archive *a, const char *ae_title);
+/* The site an AE title sends for, into `site` (size >= ARC_SITE_MAX): 0 when a site claims
+ * the AE title (configured [site] sections first, then the resolver), 1 when none does and
+ * unknown AE titles go to the default site "", TR_ENOTFOUND when unknown ones are refused. */
+#define ARC_SITE_MAX 65
+int arc_site_of_ae(struct arc_archive *a, const char *ae_title, char *site, size_t size);
+/* Sites defined at run time (the workflow's sites and their AE titles): the resolver writes
+ * the site of an AE title and returns true, or returns false. Set before serving. */
+void arc_set_site_resolver(struct arc_archive *a,
+                           bool (*resolve)(void *ctx, const char *ae, char *site, size_t size),
+                           void *ctx);
+/* Set the identity check and audit hooks after opening (the security service opens on the
+ * archive's database). Call before serving. */
+void arc_set_security(struct arc_archive *a,
+                      int (*check_identity)(void *ctx, const struct pdu_user_identity *id,
+                                            const char *peer, char *site, size_t site_size),
+                      void *identity_ctx, bool require_identity,
+                      void (*audit)(void *ctx, const char *calling_ae, const char *peer,
+                                    const char *action, const char *outcome, const char *object,
+                                    const char *site),
+                      void *audit_ctx);
+/* The index URL in use (the workflow keeps its tables in the same database). */
+const char *arc_index_url(struct arc_archive *a);
 
 /* Delete a study (index rows, then objects). */
 int arc_delete_study(struct arc_archive *a, const char *site, const char *study_uid,
@@ -144,6 +180,11 @@ int arc_ingest_file(struct arc_archive *a, const char *path, const char *site,
 int arc_find(struct arc_archive *a, const struct arc_query *q,
              int (*emit)(void *ctx, const struct dcm_dataset *match), void *emit_ctx,
              struct tr_error *err);
+
+/* The same, telling emit the site each match belongs to. */
+int arc_find_sites(struct arc_archive *a, const struct arc_query *q,
+                   int (*emit)(void *ctx, const struct dcm_dataset *match, const char *site),
+                   void *emit_ctx, struct tr_error *err);
 
 /* The DIMSE SCP handlers backed by this archive (C-STORE; C-FIND, C-MOVE, C-GET once the index
  * answers them). */

@@ -25,7 +25,35 @@ static int authorize(void *ctx, const struct scp_peer *peer, struct pdu_reject *
             return 1;
         }
     }
-    if (!arc_site_for_ae(a, peer->calling_ae)) {
+    /* User identity: checked when given, required when configured. A site user's account
+     * must belong to the site the AE title sends for. */
+    bool has_identity = peer->identity && peer->identity->type != 0;
+    bool verified = false;
+    if (a->cfg.check_identity && (has_identity || a->cfg.require_identity)) {
+        char account_site[ARC_SITE_MAX] = "", ae_site[ARC_SITE_MAX] = "";
+        int rc = has_identity ? a->cfg.check_identity(a->cfg.identity_ctx, peer->identity,
+                                                      peer->address, account_site,
+                                                      sizeof(account_site))
+                              : TR_EDENIED;
+        if (rc == 0 && account_site[0] &&
+            (arc_site_of_ae(a, peer->calling_ae, ae_site, sizeof(ae_site)) != 0 ||
+             strcmp(ae_site, account_site) != 0))
+            rc = TR_EDENIED;
+        if (rc < 0) {
+            *rj = (struct pdu_reject){PDU_RJ_PERMANENT, PDU_RJ_SOURCE_USER, PDU_RJ_NO_REASON};
+            arc_log(a, SCP_LOG_WARNING, "association from %s (AE \"%s\") refused: %s",
+                    peer->address, peer->calling_ae,
+                    has_identity ? "the user identity was not accepted"
+                                 : "a user identity is required");
+            if (a->cfg.audit)
+                a->cfg.audit(a->cfg.audit_ctx, peer->calling_ae, peer->address, "associate",
+                             "denied", "", "");
+            return 1;
+        }
+        verified = true;
+    }
+    char site[ARC_SITE_MAX];
+    if (arc_site_of_ae(a, peer->calling_ae, site, sizeof(site)) < 0) {
         /* PS3.8 Table 9-21: rejected permanent, service-user, calling AE title not recognized. */
         *rj = (struct pdu_reject){PDU_RJ_PERMANENT, PDU_RJ_SOURCE_USER,
                                   PDU_RJ_CALLING_AE_NOT_RECOGNIZED};
@@ -33,19 +61,36 @@ static int authorize(void *ctx, const struct scp_peer *peer, struct pdu_reject *
                 peer->address, peer->calling_ae);
         return 1;
     }
-    return 0;
+    return verified ? SCP_IDENTITY_VERIFIED : 0;
 }
 
-/* The sites an AE title may see. With no sites configured, everything is one default site. */
-static const char *const *visible_sites(struct arc_archive *a, const char *ae, const char **buf)
+/* The sites an AE title may see. With no sites defined, everything is one default site. */
+static const char *const *visible_sites(struct arc_archive *a, const char *ae, const char **buf,
+                                        char *site, size_t size)
 {
-    if (!a->cfg.sites || !a->cfg.sites[0].ae_title)
+    site[0] = '\0';
+    if ((!a->cfg.sites || !a->cfg.sites[0].ae_title) && !a->resolve_site)
         return NULL;
-    buf[0] = arc_site_for_ae(a, ae);
+    int rc = arc_site_of_ae(a, ae, site, size);
+    buf[0] = rc < 0 ? "\x01" /* matches no site */ : site;
     buf[1] = NULL;
-    if (!buf[0])
-        buf[0] = "\x01"; /* matches no site */
     return buf;
+}
+
+/* The audit log: which study (or level) a DIMSE query or retrieve touched. */
+static void audit_access(struct arc_archive *a, const struct scp_peer *peer, const char *action,
+                         const char *outcome, const struct dcm_dataset *identifier,
+                         const char *site)
+{
+    if (!a->cfg.audit)
+        return;
+    char uid[DCM_UID_MAX + 1] = "", level[17] = "";
+    dcm_dataset_get_uid(identifier, DCM_TAG_StudyInstanceUID, uid, sizeof(uid));
+    dcm_dataset_get_string(identifier, 0x00080052, 0, level, sizeof(level));
+    char object[DCM_UID_MAX + 40];
+    snprintf(object, sizeof(object), "%s %s", level[0] ? level : "?", uid[0] ? uid : "*");
+    a->cfg.audit(a->cfg.audit_ctx, peer->calling_ae, peer->address, action, outcome, object,
+                 site ? site : "");
 }
 
 /* ---- C-STORE ------------------------------------------------------------------------------ */
@@ -53,8 +98,9 @@ static const char *const *visible_sites(struct arc_archive *a, const char *ae, c
 static int store_begin(void *ctx, const struct scp_store *st, struct tr_sink *sink, void **handle)
 {
     struct arc_archive *a = ctx;
-    const char *site = arc_site_for_ae(a, st->peer->calling_ae);
-    struct arc_source src = {.site = site ? site : "",
+    char site[ARC_SITE_MAX];
+    arc_site_of_ae(a, st->peer->calling_ae, site, sizeof(site));
+    struct arc_source src = {.site = site,
                              .calling_ae = st->peer->calling_ae,
                              .peer = st->peer->address,
                              .sop_class = st->sop_class,
@@ -121,9 +167,11 @@ static uint16_t find(void *ctx, const struct scp_peer *peer, const char *model,
         return DIMSE_STATUS_DATASET_DOES_NOT_MATCH;
     }
     const char *buf[2];
-    q.sites = visible_sites(a, peer->calling_ae, buf);
+    char site[ARC_SITE_MAX];
+    q.sites = visible_sites(a, peer->calling_ae, buf, site, sizeof(site));
     struct tr_error err = TR_ERROR_INIT;
     int n = arc_find(a, &q, emit, emit_ctx, &err);
+    audit_access(a, peer, "query", n < 0 ? "failure" : "success", identifier, site);
     if (n < 0) {
         snprintf(comment, comment_size, "%.64s", err.message);
         arc_log(a, SCP_LOG_WARNING, "C-FIND from %s: %s", peer->calling_ae, err.message);
@@ -146,10 +194,12 @@ static uint16_t retrieve(void *ctx, const struct scp_peer *peer, const char *mod
         return DIMSE_STATUS_DATASET_DOES_NOT_MATCH;
     }
     const char *buf[2];
-    q.sites = visible_sites(a, peer->calling_ae, buf);
+    char site[ARC_SITE_MAX];
+    q.sites = visible_sites(a, peer->calling_ae, buf, site, sizeof(site));
     struct arc_instance_ref *refs;
     size_t n;
     struct tr_error err = TR_ERROR_INIT;
+    audit_access(a, peer, "retrieve", "success", identifier, site);
     if (arc_index_instances(a->index, &q, &refs, &n, &err) < 0) {
         snprintf(comment, comment_size, "%.64s", err.message);
         return err.code == TR_EINVAL ? DIMSE_STATUS_CANNOT_UNDERSTAND
@@ -165,12 +215,34 @@ static uint16_t retrieve(void *ctx, const struct scp_peer *peer, const char *mod
         snprintf(out[i].sop_instance, sizeof(out[i].sop_instance), "%s", refs[i].sop_uid);
         snprintf(out[i].transfer_syntax, sizeof(out[i].transfer_syntax), "%s",
                  refs[i].transfer_syntax);
-        arc_object_path(a->store, refs[i].object_key, out[i].path, sizeof(out[i].path));
+        /* A filesystem's objects are sent from their files; S3's are fetched one by one as
+         * they are sent (instance_open): the key now, the local file then. */
+        if (arc_object_path(a->store, refs[i].object_key, out[i].path, sizeof(out[i].path)) < 0)
+            snprintf(out[i].path, sizeof(out[i].path), "%s", refs[i].object_key);
     }
     tr_free(refs);
     *list = out;
     *count = n;
     return DIMSE_STATUS_SUCCESS;
+}
+
+static int instance_open(void *ctx, struct scp_instance *inst, void **handle,
+                         struct tr_error *err)
+{
+    struct arc_archive *a = ctx;
+    struct arc_object_handle *h;
+    int rc = arc_object_open(a->store, inst->path, &h, err);
+    if (rc)
+        return rc;
+    snprintf(inst->path, sizeof(inst->path), "%s", arc_object_handle_path(h));
+    *handle = h;
+    return 0;
+}
+
+static void instance_close(void *ctx, void *handle)
+{
+    (void)ctx;
+    arc_object_close(handle);
 }
 
 static int move_destination(void *ctx, const char *ae, char *host, size_t host_size, int *port,
@@ -202,6 +274,10 @@ void arc_scp_handlers(struct arc_archive *a, struct scp_handlers *h)
     h->store_end = store_end;
     h->find = find;
     h->retrieve = retrieve;
+    if (!arc_objstore_is_local(a->store)) {
+        h->instance_open = instance_open;
+        h->instance_close = instance_close;
+    }
     h->move_destination = move_destination;
     h->log = scp_log;
 }

@@ -4,6 +4,8 @@
 #include "common.h"
 #include "db.h"
 
+#include <pthread.h>
+
 #include <inttypes.h>
 #include <libpq-fe.h>
 #include <sqlite3.h>
@@ -491,4 +493,86 @@ int db_migrate(struct db *db, const char *component, const char *const *steps, s
 fail:
     db_rollback(db);
     return rc;
+}
+
+/* ---- connection pool ---------------------------------------------------------------------- */
+
+struct pool_conn {
+    struct db *db;
+    struct pool_conn *next;
+};
+
+struct db_pool {
+    char *url;
+    pthread_mutex_t lock;
+    struct pool_conn *idle;
+};
+
+int db_pool_open(const char *url, struct db_pool **out, struct tr_error *err)
+{
+    struct db_pool *p = tr_calloc(1, sizeof(*p));
+    if (!p || !(p->url = tr_strdup(url))) {
+        tr_free(p);
+        return tr_error_set(err, TR_ENOMEM, "out of memory");
+    }
+    pthread_mutex_init(&p->lock, NULL);
+    /* One connection now, so that a wrong URL is an error at start. */
+    struct db *db;
+    int rc = db_open(url, &db, err);
+    if (rc) {
+        db_pool_close(p);
+        return rc;
+    }
+    db_pool_release(p, db);
+    *out = p;
+    return 0;
+}
+
+void db_pool_close(struct db_pool *p)
+{
+    if (!p)
+        return;
+    while (p->idle) {
+        struct pool_conn *c = p->idle;
+        p->idle = c->next;
+        db_close(c->db);
+        tr_free(c);
+    }
+    pthread_mutex_destroy(&p->lock);
+    tr_free(p->url);
+    tr_free(p);
+}
+
+int db_pool_acquire(struct db_pool *p, struct db **out, struct tr_error *err)
+{
+    pthread_mutex_lock(&p->lock);
+    struct pool_conn *c = p->idle;
+    if (c)
+        p->idle = c->next;
+    pthread_mutex_unlock(&p->lock);
+    if (c) {
+        *out = c->db;
+        tr_free(c);
+        return 0;
+    }
+    return db_open(p->url, out, err);
+}
+
+void db_pool_release(struct db_pool *p, struct db *db)
+{
+    struct pool_conn *c = tr_malloc(sizeof(*c));
+    if (!c) {
+        db_close(db);
+        return;
+    }
+    c->db = db;
+    pthread_mutex_lock(&p->lock);
+    c->next = p->idle;
+    p->idle = c;
+    pthread_mutex_unlock(&p->lock);
+}
+
+const char *db_pool_url(const struct db_pool *p)
+{
+    return p->url;
 }

@@ -69,6 +69,15 @@ int db_migrate(struct db *db, const char *component, const char *const *steps, s
 /* The version a component's schema is at (0: none). */
 int db_schema_version(struct db *db, const char *component, int *version, struct tr_error *err);
 
+/* A pool of connections to one database, for a service used by many threads: acquire a
+ * connection (an idle one, or a new one), use it in one thread, release it. */
+struct db_pool;
+int db_pool_open(const char *url, struct db_pool **out, struct tr_error *err);
+void db_pool_close(struct db_pool *p);
+int db_pool_acquire(struct db_pool *p, struct db **out, struct tr_error *err);
+void db_pool_release(struct db_pool *p, struct db *db);
+const char *db_pool_url(const struct db_pool *p);
+
 /* Escape `text` for a LIKE pattern with ESCAPE '!' (both engines; '!' rather than '\\' so that
  * DICOM's backslash value separator stays literal). */
 int db_like_escape(const char *text, char *out, size_t size);

@@ -13,6 +13,7 @@ struct find_ctx {
     const struct dcm_dataset *keys;
     const char *level_text;
     int (*emit)(void *emit_ctx, const struct dcm_dataset *match);
+    int (*emit_site)(void *emit_ctx, const struct dcm_dataset *match, const char *site);
     void *emit_ctx;
     /* The header of the last representative object read (consecutive matches share it). */
     char header_key[300];
@@ -28,14 +29,8 @@ static const struct dcm_dataset *header_of(struct find_ctx *fc, const char *key)
         return fc->header;
     dcm_dataset_free(fc->header);
     fc->header = NULL;
-    char path[4096];
-    if (arc_object_path(fc->a->store, key, path, sizeof(path)) < 0)
-        return NULL;
-    struct dcm_read_options opt;
-    dcm_read_options_init(&opt);
-    opt.header_only = true;
     struct dcm_file *f;
-    if (dcm_file_read(path, &opt, &f, NULL) < 0)
+    if (arc_read_header(fc->a->store, key, &f, NULL, NULL) < 0)
         return NULL;
     fc->header = dcm_file_take_dataset(f);
     dcm_file_free(f);
@@ -55,13 +50,25 @@ static const struct dcm_dataset *header_of(struct find_ctx *fc, const char *key)
 static bool item_matches(const struct dcm_dataset *want, const struct dcm_dataset *have,
                          unsigned depth);
 
+/* Does a sequence key hold any value to match (not just empty return keys)? */
+static bool has_values(const struct dcm_element *seq, unsigned depth)
+{
+    struct dcm_dataset *item = dcm_element_item(seq, 0);
+    for (size_t i = 0; item && depth < 8 && i < dcm_dataset_count(item); i++) {
+        const struct dcm_element *e = dcm_dataset_at(item, i);
+        if (e->vr == DCM_VR_SQ ? has_values(e, depth + 1) : e->length > 0)
+            return true;
+    }
+    return false;
+}
+
 static bool sequence_matches(const struct dcm_dataset *want_ds, const struct dcm_element *want,
                              const struct dcm_dataset *have, unsigned depth)
 {
     (void)want_ds;
     struct dcm_dataset *wanted = dcm_element_item(want, 0);
-    if (!wanted || dcm_dataset_count(wanted) == 0)
-        return true; /* universal: a return key */
+    if (!wanted || !has_values(want, depth))
+        return true; /* universal: only return keys (PS3.4 C.2.2.2.6) */
     const struct dcm_element *h = dcm_dataset_get(have, want->tag);
     for (unsigned i = 0; h && i < dcm_element_item_count(h); i++) {
         if (item_matches(wanted, dcm_element_item(h, i), depth + 1))
@@ -108,8 +115,7 @@ static int on_match(void *ctx, const struct arc_match *m)
     /* Sequence keys with values filter here (see sequence_matches). */
     for (size_t i = 0; i < dcm_dataset_count(fc->keys); i++) {
         const struct dcm_element *k = dcm_dataset_at(fc->keys, i);
-        if (k->vr != DCM_VR_SQ || !dcm_element_item(k, 0) ||
-            dcm_dataset_count(dcm_element_item(k, 0)) == 0)
+        if (k->vr != DCM_VR_SQ || !has_values(k, 0))
             continue;
         const struct dcm_dataset *hdr = header_of(fc, m->object_key);
         if (!hdr || !sequence_matches(fc->keys, k, hdr, 0))
@@ -143,7 +149,8 @@ static int on_match(void *ctx, const struct arc_match *m)
     if (!dcm_dataset_get(r, DCM_TAG_SpecificCharacterSet) &&
         dcm_dataset_get(fc->keys, DCM_TAG_SpecificCharacterSet))
         dcm_dataset_set_empty(r, DCM_TAG_SpecificCharacterSet, DCM_VR_CS);
-    if (fc->emit(fc->emit_ctx, r) < 0) {
+    if ((fc->emit_site ? fc->emit_site(fc->emit_ctx, r, m->site) : fc->emit(fc->emit_ctx, r)) <
+        0) {
         fc->stopped = true;
         return -1;
     }
@@ -159,6 +166,20 @@ int arc_find(struct arc_archive *a, const struct arc_query *q,
     struct find_ctx fc = {.a = a, .keys = q->keys,
                           .level_text = dimse ? names[q->level] : NULL,
                           .emit = emit, .emit_ctx = emit_ctx};
+    int n = arc_index_query(a->index, q, on_match, &fc, err);
+    dcm_dataset_free(fc.header);
+    return n;
+}
+
+int arc_find_sites(struct arc_archive *a, const struct arc_query *q,
+                   int (*emit)(void *ctx, const struct dcm_dataset *match, const char *site),
+                   void *emit_ctx, struct tr_error *err)
+{
+    static const char *const names[] = {"", "PATIENT", "STUDY", "SERIES", "IMAGE"};
+    bool dimse = dcm_dataset_get(q->keys, 0x00080052) != NULL;
+    struct find_ctx fc = {.a = a, .keys = q->keys,
+                          .level_text = dimse ? names[q->level] : NULL,
+                          .emit_site = emit, .emit_ctx = emit_ctx};
     int n = arc_index_query(a->index, q, on_match, &fc, err);
     dcm_dataset_free(fc.header);
     return n;

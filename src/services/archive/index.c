@@ -143,6 +143,22 @@ int64_t ix_now_ms(void)
 
 static int migrate(struct db *db, struct tr_error *err)
 {
+    /* Indexes made before versions were kept per component (table schema_version): carry
+     * their version over once. */
+    int version = 0;
+    struct db_stmt *st;
+    if (db_schema_version(db, "archive", &version, NULL) == 0 && version == 0 &&
+        db_prepare_temp(db, "SELECT MAX(version) FROM schema_version", &st, NULL) == 0) {
+        int64_t legacy = db_step(st, NULL) == 1 ? db_column_int64(st, 0) : 0;
+        db_finalize(st);
+        if (legacy > 0 && db_prepare(db, "INSERT INTO schema_migrations (component, version) "
+                                         "VALUES ('archive', $1)",
+                                     &st, NULL) == 0) {
+            db_bind_int64(st, 1, legacy);
+            db_step(st, NULL);
+            db_reset(st);
+        }
+    }
     return db_migrate(db, "archive", migrations, TR_ARRAY_SIZE(migrations), err);
 }
 
@@ -701,6 +717,32 @@ int arc_index_find_instance(struct arc_index *ix, const char *site, const char *
         rc = db_step(st, err);
         if (rc == 1)
             snprintf(object_key, size, "%s", db_column_text(st, 0));
+        db_reset(st);
+        rc = rc == 1 ? 0 : rc == 0 ? TR_ENOTFOUND : rc;
+    }
+    ix_release(ix, db);
+    return rc;
+}
+
+int arc_index_study_times(struct arc_index *ix, const char *site, const char *study_uid,
+                          int64_t *received_at, int64_t *stable_at, struct tr_error *err)
+{
+    struct db *db;
+    int rc = ix_acquire(ix, &db, err);
+    if (rc)
+        return rc;
+    struct db_stmt *st;
+    rc = db_prepare(db, "SELECT created_at, stable_at FROM studies WHERE site = $1 AND "
+                        "study_uid = $2",
+                    &st, err);
+    if (rc == 0) {
+        db_bind_text(st, 1, site);
+        db_bind_text(st, 2, study_uid);
+        rc = db_step(st, err);
+        if (rc == 1) {
+            *received_at = db_column_int64(st, 0);
+            *stable_at = db_column_is_null(st, 1) ? 0 : db_column_int64(st, 1);
+        }
         db_reset(st);
         rc = rc == 1 ? 0 : rc == 0 ? TR_ENOTFOUND : rc;
     }

@@ -108,11 +108,19 @@ int arc_index_find_instance(struct arc_index *ix, const char *site, const char *
 
 enum arc_level { ARC_LEVEL_PATIENT = 1, ARC_LEVEL_STUDY, ARC_LEVEL_SERIES, ARC_LEVEL_IMAGE };
 
+/* A patient at a site (for scoping a reader's view to their patients). */
+struct arc_patient_ref {
+    const char *site;
+    const char *patient_id;
+};
+
 struct arc_query {
     enum arc_level level;
     bool patient_root;             /* patient root model (else study root) */
     const struct dcm_dataset *keys; /* the identifier: matching and return keys */
     const char *const *sites;      /* visible sites (NULL-terminated); NULL: all */
+    const struct arc_patient_ref *patients; /* when set, only these patients are visible */
+    size_t npatients;
     unsigned limit, offset;        /* 0 limit: the configured maximum */
     bool fuzzy_names;              /* QIDO fuzzymatching: PN components match word prefixes */
 };
@@ -141,6 +149,7 @@ struct arc_instance_ref {
     char study_uid[DCM_UID_MAX + 1];
     char series_uid[DCM_UID_MAX + 1];
     uint64_t size;
+    char site[65];
 };
 int arc_index_instances(struct arc_index *ix, const struct arc_query *q,
                         struct arc_instance_ref **list, size_t *count, struct tr_error *err);
@@ -172,6 +181,11 @@ struct arc_event {
 int arc_index_events(struct arc_index *ix, const char *kind, struct arc_event **events,
                      size_t *count, unsigned max, struct tr_error *err);
 int arc_index_consume_event(struct arc_index *ix, int64_t id, struct tr_error *err);
+
+/* When a study's first instance arrived and when it became stable (0 if not yet), ms since the
+ * epoch. TR_ENOTFOUND if the site has no such study. */
+int arc_index_study_times(struct arc_index *ix, const char *site, const char *study_uid,
+                          int64_t *received_at, int64_t *stable_at, struct tr_error *err);
 
 /* Counts, for status pages and tests. */
 struct arc_index_stats {

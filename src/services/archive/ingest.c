@@ -162,6 +162,8 @@ int arc_ingest_end(struct arc_ingest *in, bool complete, struct arc_ingest_resul
         arc_put_abort(in->put);
         set_result(res, DIMSE_STATUS_OUT_OF_RESOURCES, "cannot write: %.40s",
                    err ? err->message : "");
+        arc_log(a, SCP_LOG_ERROR, "object from %s not stored: %s", in->source_ae,
+                err ? err->message : tr_strerror(rc));
         goto out;
     }
     /* The whole structure is checked, not just the header: a data set cut short is refused.
@@ -199,7 +201,7 @@ int arc_ingest_end(struct arc_ingest *in, bool complete, struct arc_ingest_resul
     in->put = NULL;
     struct tr_error cerr = TR_ERROR_INIT;
 
-    if (!arc_object_exists(a->store, rec->object_key)) {
+    if (!arc_put_target_exists(put, rec->object_key)) {
         /* A new object (the common case): the index commits while the object's bytes and
          * name are made durable; the answer waits for both. A crash in between leaves a row
          * without object or an object without row, never acknowledged: reconciliation at the
@@ -247,7 +249,7 @@ int arc_ingest_end(struct arc_ingest *in, bool complete, struct arc_ingest_resul
     }
 
     /* The key is taken: the same object again, or a different one under the same UID. */
-    bool created = true;
+    bool created = true, row_done = false;
     rc = arc_put_commit(put, rec->object_key, &cerr);
     if (rc == TR_EEXIST) {
         bool same = false;
@@ -258,10 +260,29 @@ int arc_ingest_end(struct arc_ingest *in, bool complete, struct arc_ingest_resul
             arc_put_abort(put);
             rc = 0;
         } else if (a->cfg.duplicates == ARC_DUPLICATE_REPLACE) {
+            /* The row first, then the bytes: if indexing fails the stored (acknowledged)
+             * object is untouched; if the replacement fails after, the row is put back. */
+            struct tr_error ierr = TR_ERROR_INIT;
+            rc = arc_index_add(a->index, rec, &ierr);
+            if (rc) {
+                arc_put_abort(put);
+                set_result(res, DIMSE_STATUS_OUT_OF_RESOURCES, "cannot index: %.48s",
+                           ierr.message);
+                arc_log(a, SCP_LOG_ERROR, "object %s from %s not indexed (the stored one is "
+                                          "kept): %s",
+                        in->sop_instance, in->source_ae, ierr.message);
+                tr_error_set(err, rc, "%s", ierr.message);
+                goto out;
+            }
             rc = arc_put_commit_replace(put, rec->object_key, &cerr);
-            if (rc == 0)
+            if (rc == 0) {
                 arc_log(a, SCP_LOG_INFO, "object %s replaced by a different one from %s",
                         in->sop_instance, in->source_ae);
+            } else {
+                arc_index_object(a, rec->object_key, in->site, NULL, NULL);
+            }
+            created = false;
+            row_done = true;
         } else {
             arc_put_abort(put);
             created = false;
@@ -284,7 +305,7 @@ int arc_ingest_end(struct arc_ingest *in, bool complete, struct arc_ingest_resul
         goto out;
     }
     /* Durable index row, unless an identical copy is indexed already. */
-    if (created || !indexed(a, in->sop_instance)) {
+    if (!row_done && (created || !indexed(a, in->sop_instance))) {
         struct tr_error ierr = TR_ERROR_INIT;
         rc = arc_index_add(a->index, rec, &ierr);
         if (rc) {

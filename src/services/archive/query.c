@@ -90,7 +90,7 @@ static const struct key_def *key_def(uint32_t tag)
 
 struct builder {
     struct tr_buf where;
-    char *params[256];
+    char *params[2048];
     int nparams;
     struct tr_error *err;
     int rc;
@@ -98,7 +98,7 @@ struct builder {
 
 static int add_param(struct builder *b, const char *value)
 {
-    if (b->nparams >= 60) {
+    if (b->nparams >= 2000) {
         b->rc = tr_error_set(b->err, TR_ELIMIT, "too many matching values in the query");
         return 0;
     }
@@ -426,6 +426,20 @@ static int build_where(struct arc_index *ix, const struct arc_query *q, struct b
             cond(b, "1 = 0"); /* no visible site: nothing */
         tr_buf_release(&in);
     }
+    if (q->patients && b->rc == 0) {
+        struct tr_buf any;
+        tr_buf_init(&any, 1 << 20);
+        for (size_t i = 0; i < q->npatients; i++) {
+            int ps = add_param(b, q->patients[i].site);
+            int pp = add_param(b, q->patients[i].patient_id);
+            tr_buf_addf(&any, "%s(p.site = $%d AND p.patient_id = $%d)", i ? " OR " : "", ps, pp);
+        }
+        if (q->npatients)
+            cond(b, "(%s)", any.data);
+        else
+            cond(b, "1 = 0"); /* no patient visible */
+        tr_buf_release(&any);
+    }
     return b->rc;
 }
 
@@ -560,7 +574,7 @@ int arc_index_instances(struct arc_index *ix, const struct arc_query *q,
     struct tr_buf sql;
     tr_buf_init(&sql, 1 << 20);
     tr_buf_adds(&sql, "SELECT i.sop_class, i.sop_uid, i.transfer_syntax, i.object_key, "
-                      "s.study_uid, se.series_uid, i.size");
+                      "s.study_uid, se.series_uid, i.size, s.site");
     tr_buf_adds(&sql, from_clause(ARC_LEVEL_IMAGE));
     tr_buf_adds(&sql, b.where.data ? b.where.data : "");
     tr_buf_adds(&sql, " ORDER BY s.pk, se.series_number, se.pk, i.instance_number, i.pk");
@@ -599,6 +613,7 @@ int arc_index_instances(struct arc_index *ix, const struct arc_query *q,
         snprintf(ref->study_uid, sizeof(ref->study_uid), "%s", db_column_text(st, 4));
         snprintf(ref->series_uid, sizeof(ref->series_uid), "%s", db_column_text(st, 5));
         ref->size = (uint64_t)db_column_int64(st, 6);
+        snprintf(ref->site, sizeof(ref->site), "%s", db_column_text(st, 7));
     }
     db_finalize(st);
     if (db)
