@@ -19,6 +19,7 @@ TEST+=(chromium) # tests/browser: Debian's Chromium, driven by playwright-core (
 BUILD+=(libcairo2-dev libfontconfig-dev fonts-dejavu-core) # report PDFs (src/services/reports/pdf.c)
 TEST+=(poppler-utils python3-hl7) # tests/reports: pdftotext reads the PDFs, python3-hl7 the ORUs
 TEST+=(radosgw ceph-mon ceph-osd ceph-base) # tests/s3: a one-node Ceph with its S3 gateway
+TEST+=(libgdcm-tools) # gdcmanon: the peer of bench/deid
 
 want=("${BUILD[@]}")
 if [[ "${1:-}" == "--test" ]]; then

@@ -6,6 +6,7 @@
 #include "common.h"
 #include "archive.h"
 #include "config.h"
+#include "db.h"
 #include "dicomweb.h"
 #include "flow.h"
 #include "reports.h"
@@ -96,6 +97,9 @@ static const char serve_help_more[] =
     "                          [hl7] tls or --insecure)\n"
     "  --reconcile-force       at start, forget index rows whose objects are missing even\n"
     "                          when most are (default: refuse: wrong --data or disk?)\n"
+    "  --reconcile-grace S     at start, keep index rows without object younger than S\n"
+    "                          seconds (other nodes' uploads; default 0 on SQLite, 600 on\n"
+    "                          PostgreSQL)\n"
     "  --no-auth               no accounts: every HTTP request has administrator rights\n"
     "                          (HTTP on loopback only; for development and tests)\n"
     "  --insecure              allow listening off loopback without TLS\n"
@@ -434,6 +438,7 @@ static const char *const known_keys[] = {
     "security.lockout_seconds", "security.jwt_key", "security.jwt_issuer",
     "security.jwt_audience", "security.dimse_require_identity",
     "archive.index", "archive.duplicates", "archive.stable_after", "archive.min_free_mb",
+    "archive.reconcile_grace",
     "archive.reject_unknown_aets", "archive.pn_case_insensitive",
     "archive.store", "s3.endpoint", "s3.region", "s3.bucket", "s3.prefix", "s3.access_key",
     "s3.secret_key", "s3.credentials_file", "s3.addressing", "s3.multipart_threshold_mb",
@@ -538,6 +543,10 @@ static int apply_config(const struct cfg *c, struct arc_config *acfg, struct scp
         return rc;
     if (rc == 0)
         acfg->stable_after = (unsigned)n;
+    if ((rc = cfg_get_int(c, "archive", "reconcile_grace", 0, 86400, &n, err)) < 0)
+        return rc;
+    if (rc == 0)
+        acfg->reconcile_grace = (int)n;
     if ((rc = cfg_get_int(c, "archive", "min_free_mb", 0, 1L << 30, &n, err)) < 0)
         return rc;
     if (rc == 0)
@@ -563,6 +572,7 @@ int cmd_serve(int argc, char **argv)
            O_DUP, O_IDLE, O_INSECURE, O_SITE, O_REJECT_UNKNOWN, O_MOVE, O_INDEX, O_STABLE,
            O_CONFIG, O_MINFREE, O_CHECK, O_NETWORKS, O_HTTP_HOST, O_HTTP_PORT, O_HTTP_THREADS,
            O_VIEWER, O_WEB, O_DEMO, O_WEBHOOK, O_NOAUTH, O_RECONCILE_FORCE,
+           O_RECONCILE_GRACE,
            O_HL7_PORT, O_HL7_HOST };
     static const struct option options[] = {
         {"data", required_argument, NULL, O_DATA},
@@ -598,6 +608,7 @@ int cmd_serve(int argc, char **argv)
         {"hl7-host", required_argument, NULL, O_HL7_HOST},
         {"no-auth", no_argument, NULL, O_NOAUTH},
         {"reconcile-force", no_argument, NULL, O_RECONCILE_FORCE},
+        {"reconcile-grace", required_argument, NULL, O_RECONCILE_GRACE},
         {"verbose", no_argument, NULL, 'v'},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
@@ -738,6 +749,13 @@ int cmd_serve(int argc, char **argv)
             break;
         case O_NOAUTH: scfg_sec.auth = false; break;
         case O_RECONCILE_FORCE: acfg.reconcile_force = true; break;
+        case O_RECONCILE_GRACE:
+            if (parse_int(optarg, 0, 86400, &n) < 0) {
+                cli_error("serve: --reconcile-grace takes seconds (0-86400)");
+                return CLI_USAGE;
+            }
+            acfg.reconcile_grace = (int)n;
+            break;
         case O_HTTP_PORT:
             if (parse_int(optarg, 0, 65535, &wcfg.port) < 0) {
                 cli_error("serve: --http-port takes a port number (0-65535)");
@@ -1078,10 +1096,12 @@ int cmd_serve(int argc, char **argv)
         fflush(stdout);
     }
     {
-        char msg[160];
-        snprintf(msg, sizeof(msg), "listening: DICOM %s:%d as %s, HTTP%s %s:%d", scfg.host,
-                 scp_server_port(server), scfg.dul.ae_title, wcfg.tls_cert ? "S" : "",
-                 wcfg.host, web_server_port(web));
+        char msg[320];
+        /* The node id is what this process writes into the rows it leases (claimed_by):
+         * with several nodes on one database, it tells which node holds what. */
+        snprintf(msg, sizeof(msg), "listening: DICOM %s:%d as %s, HTTP%s %s:%d; node %s",
+                 scfg.host, scp_server_port(server), scfg.dul.ae_title,
+                 wcfg.tls_cert ? "S" : "", wcfg.host, web_server_port(web), db_node_id());
         log_line(NULL, SCP_LOG_INFO, msg);
     }
     st.server = server;

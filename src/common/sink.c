@@ -54,7 +54,10 @@ static int bufsink_write(void *ctx, const void *data, size_t len)
     struct tr_bufsink *bs = ctx;
     if (bs->status)
         return bs->status;
-    if (len >= bs->cap) {
+    /* Large values (pixel data) go straight through, after what is buffered: copying them
+     * into the buffer first would only add a memcpy (and, for a buffer the size of the
+     * value, fresh zero-filled pages to copy into). */
+    if (len >= bs->cap || len >= TR_BUFSINK_DIRECT) {
         int rc = tr_bufsink_flush(bs);
         if (rc == 0)
             rc = tr_sink_write(&bs->out, data, len);

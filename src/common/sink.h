@@ -27,7 +27,9 @@ static inline int tr_sink_write(const struct tr_sink *s, const void *data, size_
     return len ? s->write(s->ctx, data, len) : 0;
 }
 
-/* A sink that buffers small writes into `chunk` bytes before passing them on. */
+/* A sink that buffers small writes into `chunk` bytes before passing them on; a write of
+ * TR_BUFSINK_DIRECT bytes or more goes straight through (after what is buffered). */
+#define TR_BUFSINK_DIRECT 65536
 struct tr_bufsink {
     struct tr_sink out;  /* the downstream sink */
     struct tr_sink sink; /* write here */

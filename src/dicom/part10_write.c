@@ -555,7 +555,9 @@ int dcm_file_write_path(const struct dcm_file *f, const struct dcm_write_options
     if (fd < 0)
         return tr_error_set(err, TR_EIO, "cannot create %s: %s", path, strerror(errno));
     struct tr_bufsink bs;
-    int rc = tr_bufsink_init(&bs, tr_sink_fd(&fd), 1 << 20);
+    /* 64 KiB: below malloc's mmap threshold, so the buffer is reused from file to file
+     * instead of being mapped, faulted in and unmapped each time; pixel data bypasses it. */
+    int rc = tr_bufsink_init(&bs, tr_sink_fd(&fd), TR_BUFSINK_DIRECT);
     if (rc == 0) {
         rc = dcm_file_write(f, opt, &bs.sink, err);
         if (rc == 0 && (rc = tr_bufsink_flush(&bs)))

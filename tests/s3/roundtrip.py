@@ -18,7 +18,8 @@ skips (77) when it is missing. The test makes its own bucket there and:
      QIDO-RS lists both studies;
   5. C-GET of each study (getscu) returns data sets byte-identical to the sources;
   6. bulk data by byte range (the pixel data's BulkDataURI in the metadata), asked for with the
-     cache empty, comes by a ranged GET and equals those bytes of the object;
+     cache empty, comes by a ranged GET and equals those bytes of the object; so do native
+     frames (WADO-RS .../frames/1: the header and the frame by ranged GETs);
   7. the secret key is in no log line and no output; a clean stop exits 0.
 """
 import hashlib
@@ -246,6 +247,23 @@ def main():
                          len(part) < len(obj) + 400 and not os.listdir(cache),
                          "bulk data by range (a ranged GET, not the whole object) equals those "
                          "bytes of the object", "%s %d %s" % (ctype, len(part), os.listdir(cache)))
+        # Native frames: the small object (under the 64 KiB first range) comes whole and is
+        # cached; the 12.5 MB one by ranged GETs of its header and its frame, not cached.
+        for inst, pixels, cached in ((instances[1], 128 * 128 * 2, 1),
+                                     (instances[-1], 2500 * 2500 * 2, 0)):
+            before = len(os.listdir(cache))
+            status, ctype, part = server.get(
+                "/dicom-web/studies/%s/series/%s/instances/%s/frames/1" %
+                (inst.study, inst.series, inst.sop), "multipart/related; "
+                "type=\"application/octet-stream\"; transfer-syntax=*")
+            obj = stored[inst.sop]
+            checks.check(status == 200 and "application/octet-stream" in ctype and
+                         obj[-pixels:] in part and len(part) < pixels + 400 and
+                         len(os.listdir(cache)) == before + cached,
+                         "frame 1 of a %d-byte object equals its pixel data (%s)" %
+                         (len(obj), "by ranged GETs, nothing cached" if not cached else
+                          "the whole object, now cached"),
+                         "%d %s %d %s" % (status, ctype, len(part), os.listdir(cache)))
         wado_all("fetched from S3")
         checks.check(len(os.listdir(cache)) == len(instances),
                      "the objects fetched are in the cache (%d files)" % len(os.listdir(cache)))

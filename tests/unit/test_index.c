@@ -249,6 +249,26 @@ static void test_matching(void **state)
     assert_string_equal(c.values[1], "2");
     assert_int_equal(query(ix, ARC_LEVEL_IMAGE, 0x00080018, NULL, &c, 0x00200013, "2", 0), 1);
     assert_int_equal(query(ix, ARC_LEVEL_PATIENT, 0x00100020, NULL, &c, 0x00100020, "12345", 0), 2);
+    /* Component groups (alphabetic=ideographic=phonetic): a wildcard matches any group, a
+     * pattern without a trailing '*' a whole group; a value without '*' the alphabetic group
+     * or the whole name. */
+    struct arc_record jp;
+    record(&jp, "jp", "J1", "Yamada^Tarou=山田^太郎=やまだ^たろう", "1.2.4", "20261120", "1.2.4.1",
+           "MR", "1.2.4.1.1", 1);
+    add(ix, &jp);
+    static const char *const groups[] = {"yamada*", "山田*", "やまだ*", "Yamada^Tar?u", "山田^太?",
+                                         "やまだ^たろ?", "*太郎", "YAMADA^TAROU",
+                                         "Yamada^Tarou=山田^太郎=やまだ^たろう"};
+    for (size_t i = 0; i < TR_ARRAY_SIZE(groups); i++) {
+        if (query(ix, ARC_LEVEL_STUDY, 0x00100010, NULL, &c, 0x00100010, groups[i], 0) != 1)
+            fail_msg("PatientName %s: %d matches, not 1", groups[i], c.n);
+        assert_string_equal(c.values[0], "Yamada^Tarou=山田^太郎=やまだ^たろう");
+    }
+    static const char *const no_match[] = {"Yamada^Tar?", "山田", "太郎*", "山田^太郎=*x"};
+    for (size_t i = 0; i < TR_ARRAY_SIZE(no_match); i++) {
+        if (query(ix, ARC_LEVEL_STUDY, 0x00100010, NULL, &c, 0x00100010, no_match[i], 0) != 0)
+            fail_msg("PatientName %s: %d matches, not 0", no_match[i], c.n);
+    }
     arc_index_close(ix);
 }
 
@@ -374,6 +394,86 @@ static void test_stability_and_deletion(void **state)
     arc_index_close(ix);
 }
 
+/* Several nodes on one database: markers racing (two indexes, as two processes would have,
+ * two threads each) record one event per study, not one per marker; an event is taken by one
+ * node at a time. On PostgreSQL this is the READ COMMITTED race of two nodes' timers. */
+struct marker {
+    struct arc_index *ix;
+    int64_t now;
+    pthread_barrier_t *start;
+    int marked;
+};
+
+static void *mark_thread(void *arg)
+{
+    struct marker *m = arg;
+    pthread_barrier_wait(m->start);
+    for (int i = 0; i < 5; i++) {
+        int n = arc_index_mark_stable(m->ix, m->now + i, NULL);
+        if (n > 0)
+            m->marked += n;
+    }
+    return NULL;
+}
+
+static void test_concurrent_markers(void **state)
+{
+    (void)state;
+    struct arc_index *ix = open_index();
+    struct arc_index_options o;
+    arc_index_options_init(&o);
+    o.url = url;
+    o.stable_after = 5;
+    struct arc_index *other;
+    struct tr_error err = TR_ERROR_INIT;
+    assert_int_equal(arc_index_open(&o, &other, &err), 0);
+    enum { STUDIES = 300 }; /* more than one batch of the marker */
+    struct arc_record r;
+    for (int i = 0; i < STUDIES; i++) {
+        char study[32], series[40], sop[48];
+        snprintf(study, sizeof(study), "1.2.9.%d", i);
+        snprintf(series, sizeof(series), "%s.1", study);
+        snprintf(sop, sizeof(sop), "%s.1.1", study);
+        record(&r, "tx", "555", "Race^Two", study, "20261122", series, "CT", sop, 1);
+        add(i % 2 ? other : ix, &r);
+    }
+    int64_t now = (int64_t)time(NULL) * 1000 + 10000;
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, 4);
+    struct marker m[4];
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++) {
+        m[i] = (struct marker){i % 2 ? other : ix, now, &start, 0};
+        pthread_create(&t[i], NULL, mark_thread, &m[i]);
+    }
+    int total = 0;
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        total += m[i].marked;
+    }
+    pthread_barrier_destroy(&start);
+    assert_int_equal(total, STUDIES);
+    struct arc_event *ev;
+    size_t n;
+    assert_int_equal(arc_index_events(ix, "study_stable", &ev, &n, 1000, NULL), 0);
+    assert_int_equal(n, STUDIES);
+    /* Taken once: listed no more; given back (until 0): listed again; consumed: not taken. */
+    int64_t id = ev[0].id;
+    tr_free(ev);
+    assert_int_equal(arc_index_claim_event(ix, id, now, now + 60000, NULL), 1);
+    assert_int_equal(arc_index_events(other, "study_stable", &ev, &n, 1000, NULL), 0);
+    assert_int_equal(n, STUDIES - 1);
+    tr_free(ev);
+    assert_int_equal(arc_index_claim_event(other, id, now, 0, NULL), 1); /* same node id */
+    assert_int_equal(arc_index_events(other, "study_stable", &ev, &n, 1000, NULL), 0);
+    assert_int_equal(n, STUDIES);
+    tr_free(ev);
+    assert_int_equal(arc_index_consume_event(ix, id, NULL), 0);
+    assert_int_equal(arc_index_claim_event(ix, id, now, now + 60000, NULL), 0);
+    arc_index_close(other);
+    arc_index_close(ix);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -400,6 +500,7 @@ int main(void)
         cmocka_unit_test(test_sites_and_retrieval),
         cmocka_unit_test(test_group_commit),
         cmocka_unit_test(test_stability_and_deletion),
+        cmocka_unit_test(test_concurrent_markers),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -22,6 +22,7 @@ void arc_config_init(struct arc_config *cfg)
     cfg->min_free_bytes = 256ull << 20;
     cfg->pn_case_insensitive = true;
     cfg->stable_after = 60;
+    cfg->reconcile_grace = -1;
 }
 
 int arc_duplicate_policy_parse(const char *text, enum arc_duplicate_policy *out)
@@ -350,6 +351,8 @@ static int check_object(void *ctx, const char *key, uint64_t size)
     return 0;
 }
 
+#define RECONCILE_GRACE_S 600 /* several nodes: longer than any upload, retries included */
+
 static int reconcile(struct arc_archive *a, struct tr_error *err)
 {
     struct reconcile_ctx ctx = {.a = a};
@@ -370,13 +373,32 @@ static int reconcile(struct arc_archive *a, struct tr_error *err)
                             "Refusing to forget them (start with --reconcile-force to accept)",
                             missing, total, a->data_dir);
     }
+    /* Rows younger than the grace are spared: with several nodes on one index and bucket,
+     * another node may have committed the row of an instance whose upload is still under
+     * way (ingest commits both at once, and answers once both are done). A row left by a node
+     * that died mid-upload (never acknowledged) goes at a start after the grace. One node
+     * (SQLite) needs no grace: nothing else writes while it starts. */
+    int grace = a->cfg.reconcile_grace >= 0 ? a->cfg.reconcile_grace
+                : strncmp(a->index_url, "postgres", 8) == 0 ? RECONCILE_GRACE_S : 0;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t before = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 - (int64_t)grace * 1000;
+    size_t spared = 0;
     for (size_t i = 0; rc == 0 && i < ctx.indexed.cap; i++) {
         const char *key = ctx.indexed.slot[i];
         if (!key || !*key)
             continue;
-        if (arc_index_forget_object(a->index, key, err) == 0)
+        int frc = arc_index_forget_object_before(a->index, key, before, err);
+        if (frc == 1)
             a->reconcile.forgotten++;
+        else if (frc == 0)
+            spared++;
     }
+    if (spared)
+        arc_log(a, SCP_LOG_INFO,
+                "reconciliation: %zu recent rows without object kept (another node may be "
+                "uploading them)",
+                spared);
     set_free(&ctx.indexed);
     if (a->reconcile.indexed || a->reconcile.forgotten || a->reconcile.unreadable)
         arc_log(a, SCP_LOG_WARNING,

@@ -62,6 +62,10 @@ struct arc_config {
     enum arc_duplicate_policy duplicates;
     bool reconcile_force;                 /* forget index rows at start even when most of
                                              the objects are missing (default: refuse) */
+    int reconcile_grace;                  /* seconds: at start, index rows without object
+                                             younger than this are kept (another node may be
+                                             uploading them); -1 (default): 0 on SQLite (one
+                                             node), 600 on PostgreSQL (several nodes) */
     uint64_t min_free_bytes;              /* refuse stores (A700) below this free space
                                              (default 256 MiB) */
     const struct arc_s3_options *s3;      /* the object store: NULL = files under data_dir

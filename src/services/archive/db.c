@@ -10,6 +10,8 @@
 #include <libpq-fe.h>
 #include <sqlite3.h>
 #include <stdio.h>
+#include <sys/random.h>
+#include <unistd.h>
 
 #define MAX_PARAMS 64
 
@@ -56,6 +58,13 @@ static char *translate(const struct db *db, const char *sql)
         } else if (strncmp(p, "{BIGINT}", 8) == 0) {
             tr_buf_adds(&b, db->engine == DB_SQLITE ? "INTEGER" : "BIGINT");
             p += 8;
+        } else if (strncmp(p, "{PATTERN_OPS}", 13) == 0) {
+            /* An index that serves LIKE 'prefix%' whatever the database's collation. */
+            tr_buf_adds(&b, db->engine == DB_SQLITE ? "" : " text_pattern_ops");
+            p += 13;
+        } else if (strncmp(p, "{STRPOS}", 8) == 0) {
+            tr_buf_adds(&b, db->engine == DB_SQLITE ? "instr" : "strpos");
+            p += 8;
         } else if (strncmp(p, "{FOR_UPDATE}", 12) == 0) {
             tr_buf_adds(&b, db->engine == DB_SQLITE ? "" : "FOR UPDATE");
             p += 12;
@@ -64,6 +73,28 @@ static char *translate(const struct db *db, const char *sql)
         }
     }
     return tr_buf_detach(&b, NULL);
+}
+
+/* ---- node identity ------------------------------------------------------------------------ */
+
+static char node_id[128];
+static pthread_once_t node_once = PTHREAD_ONCE_INIT;
+
+static void node_id_init(void)
+{
+    char host[64] = "";
+    if (gethostname(host, sizeof(host) - 1) != 0 || !host[0])
+        snprintf(host, sizeof(host), "localhost");
+    uint32_t r = 0;
+    if (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r))
+        r = (uint32_t)time(NULL) ^ (uint32_t)getpid() << 16;
+    snprintf(node_id, sizeof(node_id), "%s:%ld:%08" PRIx32, host, (long)getpid(), r);
+}
+
+const char *db_node_id(void)
+{
+    pthread_once(&node_once, node_id_init);
+    return node_id;
 }
 
 /* ---- open / close ------------------------------------------------------------------------- */
@@ -80,10 +111,14 @@ static int open_sqlite(const char *path, struct db *db, struct tr_error *err)
     }
     sqlite3_busy_timeout(db->sq, 30000);
     /* WAL: readers never block the writer; synchronous=FULL: a commit is on disk when it
-     * returns (DESIGN.md invariant 1). LIKE case-sensitive, as in PostgreSQL. */
+     * returns (DESIGN.md invariant 1). LIKE case-sensitive, as in PostgreSQL. mmap_size: the
+     * database file is read through a mapping (up to SQLite's 2 GB limit), so that the pages
+     * a pooled connection must read again after any other connection's commit (every
+     * C-STORE, every audit entry) cost no system call each (docs/decisions.md). */
     return db_exec(db,
                    "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; "
-                   "PRAGMA case_sensitive_like=ON; PRAGMA temp_store=MEMORY",
+                   "PRAGMA case_sensitive_like=ON; PRAGMA temp_store=MEMORY; "
+                   "PRAGMA mmap_size=2147418112",
                    err);
 }
 

@@ -5,7 +5,9 @@
  * SQL is written with numbered parameters ($1, $2, ...), which both engines accept, and with
  * dialect words replaced before preparing: {SERIAL} (an auto-increment primary key column type),
  * {BIGINT}, {FOR_UPDATE} (row lock in PostgreSQL, nothing in SQLite, whose writers are
- * serialized). RETURNING and ON CONFLICT work in both (SQLite >= 3.35).
+ * serialized), {PATTERN_OPS} (after an index column: text_pattern_ops in PostgreSQL, so that
+ * LIKE 'prefix%' can use the index under any collation; nothing in SQLite) and {STRPOS}
+ * (instr / strpos). RETURNING and ON CONFLICT work in both (SQLite >= 3.35).
  *
  * A `struct db` is one connection, used by one thread at a time.
  *
@@ -77,6 +79,14 @@ void db_pool_close(struct db_pool *p);
 int db_pool_acquire(struct db_pool *p, struct db **out, struct tr_error *err);
 void db_pool_release(struct db_pool *p, struct db *db);
 const char *db_pool_url(const struct db_pool *p);
+
+/* This process among the nodes sharing one database: "HOST:PID:RANDOM" (RANDOM 8 hex digits,
+ * so that a restarted process with a recycled pid is another node). Computed once; written
+ * into the claimed_by columns of the rows a node leases, and logged at start (telerad serve).
+ * Rows are leased per row with a guarded UPDATE (`... SET claimed_by = node, lease until T
+ * WHERE id = $1 AND <unclaimed or lease expired>`, db_changes() == 1 means taken), which
+ * works the same on both engines; see docs/decisions.md "Several nodes". */
+const char *db_node_id(void);
 
 /* Escape `text` for a LIKE pattern with ESCAPE '!' (both engines; '!' rather than '\\' so that
  * DICOM's backslash value separator stays literal). */

@@ -99,6 +99,37 @@ static const char *const migrations[] = {
     "  created_at {BIGINT} NOT NULL,"
     "  consumed_at {BIGINT});"
     "CREATE INDEX events_pending ON events (kind, pk) WHERE consumed_at IS NULL;",
+    /* 2: several nodes on one database: an event is taken by one node at a time (a per-row
+     * lease, arc_index_claim_event), so that two nodes never act on the same event. */
+    "ALTER TABLE events ADD COLUMN claimed_by TEXT;"
+    "ALTER TABLE events ADD COLUMN claimed_until {BIGINT}",
+    /* 3: a person name's ideographic and phonetic component groups in columns of their own,
+     * so that a wildcard ("SMI*", "山田*") is a prefix search on an index of each group (a
+     * MULTI-INDEX OR) instead of LIKE '%=SMI%' over every row (bench/README.md, scale.py);
+     * the name indexes serve LIKE under PostgreSQL's collations too. Existing rows are split
+     * here: a group is what lies between two '='. */
+    "ALTER TABLE patients ADD COLUMN patient_name_i_ci TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE patients ADD COLUMN patient_name_p_ci TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE studies ADD COLUMN referring_i_ci TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE studies ADD COLUMN referring_p_ci TEXT NOT NULL DEFAULT '';"
+    "UPDATE patients SET patient_name_i_ci = substr(patient_name_ci, "
+    "  {STRPOS}(patient_name_ci, '=') + 1) WHERE patient_name_ci LIKE '%=%';"
+    "UPDATE patients SET patient_name_p_ci = substr(patient_name_i_ci, "
+    "  {STRPOS}(patient_name_i_ci, '=') + 1), patient_name_i_ci = substr(patient_name_i_ci, 1, "
+    "  {STRPOS}(patient_name_i_ci, '=') - 1) WHERE patient_name_i_ci LIKE '%=%';"
+    "UPDATE studies SET referring_i_ci = substr(referring_ci, {STRPOS}(referring_ci, '=') + 1) "
+    "  WHERE referring_ci LIKE '%=%';"
+    "UPDATE studies SET referring_p_ci = substr(referring_i_ci, "
+    "  {STRPOS}(referring_i_ci, '=') + 1), referring_i_ci = substr(referring_i_ci, 1, "
+    "  {STRPOS}(referring_i_ci, '=') - 1) WHERE referring_i_ci LIKE '%=%';"
+    "DROP INDEX patients_name_ci;"
+    "CREATE INDEX patients_name_ci ON patients (patient_name_ci{PATTERN_OPS});"
+    "CREATE INDEX patients_name_i_ci ON patients (patient_name_i_ci{PATTERN_OPS});"
+    "CREATE INDEX patients_name_p_ci ON patients (patient_name_p_ci{PATTERN_OPS});"
+    "DROP INDEX studies_referring_ci;"
+    "CREATE INDEX studies_referring_ci ON studies (referring_ci{PATTERN_OPS});"
+    "CREATE INDEX studies_referring_i_ci ON studies (referring_i_ci{PATTERN_OPS});"
+    "CREATE INDEX studies_referring_p_ci ON studies (referring_p_ci{PATTERN_OPS})",
 };
 
 /* ---- connections -------------------------------------------------------------------------- */
@@ -342,6 +373,23 @@ static bool add_to_set(char *set, size_t size, const char *value)
     return true;
 }
 
+/* The ideographic and phonetic component groups of an (upper-cased) person name: what follows
+ * the first '=', up to the second, and what follows the second; empty when absent. `ideo` and
+ * `phon` are at least as large as `name`. */
+static void pn_groups(const char *name, char *ideo, char *phon)
+{
+    ideo[0] = phon[0] = '\0';
+    const char *a = strchr(name, '=');
+    if (!a)
+        return;
+    const char *b = strchr(a + 1, '=');
+    size_t n = b ? (size_t)(b - a - 1) : strlen(a + 1);
+    memcpy(ideo, a + 1, n);
+    ideo[n] = '\0';
+    if (b)
+        memcpy(phon, b + 1, strlen(b + 1) + 1);
+}
+
 static int add_one(struct arc_index *ix, struct db *db, const struct arc_record *r,
                    struct tr_error *err)
 {
@@ -350,17 +398,26 @@ static int add_one(struct arc_index *ix, struct db *db, const struct arc_record 
     char name_ci[sizeof(r->patient_name) * 2], ref_ci[sizeof(r->referring_physician) * 2];
     ix_upper(r->patient_name, name_ci, sizeof(name_ci));
     ix_upper(r->referring_physician, ref_ci, sizeof(ref_ci));
+    char name_i[sizeof(name_ci)], name_p[sizeof(name_ci)], ref_i[sizeof(ref_ci)],
+        ref_p[sizeof(ref_ci)];
+    pn_groups(name_ci, name_i, name_p);
+    pn_groups(ref_ci, ref_i, ref_p);
     int64_t now = r->received_at ? r->received_at : ix_now_ms();
 
     /* Patient: (site, PatientID, issuer); later instances refresh the demographics. */
     if ((rc = db_prepare(db,
                          "INSERT INTO patients (site, patient_id, issuer, patient_name, "
-                         "patient_name_ci, birth_date, sex) VALUES ($1, $2, $3, $4, $5, $6, $7) "
+                         "patient_name_ci, birth_date, sex, patient_name_i_ci, patient_name_p_ci) "
+                         "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
                          "ON CONFLICT (site, patient_id, issuer) DO UPDATE SET "
                          "patient_name = CASE WHEN excluded.patient_name <> '' THEN "
                          "excluded.patient_name ELSE patients.patient_name END, "
                          "patient_name_ci = CASE WHEN excluded.patient_name <> '' THEN "
                          "excluded.patient_name_ci ELSE patients.patient_name_ci END, "
+                         "patient_name_i_ci = CASE WHEN excluded.patient_name <> '' THEN "
+                         "excluded.patient_name_i_ci ELSE patients.patient_name_i_ci END, "
+                         "patient_name_p_ci = CASE WHEN excluded.patient_name <> '' THEN "
+                         "excluded.patient_name_p_ci ELSE patients.patient_name_p_ci END, "
                          "birth_date = CASE WHEN excluded.birth_date <> '' THEN "
                          "excluded.birth_date ELSE patients.birth_date END, "
                          "sex = CASE WHEN excluded.sex <> '' THEN excluded.sex ELSE patients.sex "
@@ -374,6 +431,8 @@ static int add_one(struct arc_index *ix, struct db *db, const struct arc_record 
     db_bind_text(st, 5, name_ci);
     db_bind_text(st, 6, r->birth_date);
     db_bind_text(st, 7, r->sex);
+    db_bind_text(st, 8, name_i);
+    db_bind_text(st, 9, name_p);
     rc = db_step(st, err);
     int64_t patient_pk = rc == 1 ? db_column_int64(st, 0) : 0;
     db_reset(st);
@@ -384,8 +443,9 @@ static int add_one(struct arc_index *ix, struct db *db, const struct arc_record 
     if ((rc = db_prepare(db,
                          "INSERT INTO studies (patient_pk, site, study_uid, study_date, study_time, "
                          "accession, study_id, description, referring, referring_ci, timezone, "
-                         "charset, rep_key, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, "
-                         "$6, $7, $8, $9, $10, $11, $12, $13, $14, $14) "
+                         "charset, rep_key, created_at, updated_at, referring_i_ci, "
+                         "referring_p_ci) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, "
+                         "$12, $13, $14, $14, $15, $16) "
                          "ON CONFLICT (site, study_uid) DO UPDATE SET updated_at = "
                          "excluded.updated_at, stable_at = NULL, patient_pk = excluded.patient_pk "
                          "RETURNING pk, modalities, sop_classes",
@@ -405,6 +465,8 @@ static int add_one(struct arc_index *ix, struct db *db, const struct arc_record 
     db_bind_text(st, 12, r->charset);
     db_bind_text(st, 13, r->object_key);
     db_bind_int64(st, 14, now);
+    db_bind_text(st, 15, ref_i);
+    db_bind_text(st, 16, ref_p);
     rc = db_step(st, err);
     int64_t study_pk = rc == 1 ? db_column_int64(st, 0) : 0;
     char modalities[256], sop_classes[2048];
@@ -813,22 +875,26 @@ out:
     return rc;
 }
 
-int arc_index_forget_object(struct arc_index *ix, const char *object_key, struct tr_error *err)
+/* Remove the rows of the instance stored as object_key if it was received before before_ms:
+ * 1 removed, 0 not (no such row, or younger), negative on errors. */
+static int forget_object(struct arc_index *ix, const char *object_key, int64_t before_ms,
+                         struct tr_error *err)
 {
     struct db *db;
     int rc = ix_acquire(ix, &db, err);
     if (rc)
         return rc;
     struct db_stmt *st;
+    int64_t pk = 0, series = 0, study = 0;
     if ((rc = db_begin(db, err)))
         goto out;
     rc = db_prepare(db,
                     "SELECT i.pk, i.series_pk, se.study_pk FROM instances i JOIN series se ON "
-                    "se.pk = i.series_pk WHERE i.object_key = $1",
+                    "se.pk = i.series_pk WHERE i.object_key = $1 AND i.received_at < $2",
                     &st, err);
-    int64_t pk = 0, series = 0, study = 0;
     if (rc == 0) {
         db_bind_text(st, 1, object_key);
+        db_bind_int64(st, 2, before_ms);
         rc = db_step(st, err);
         if (rc == 1) {
             pk = db_column_int64(st, 0);
@@ -869,7 +935,19 @@ int arc_index_forget_object(struct arc_index *ix, const char *object_key, struct
         db_rollback(db);
 out:
     ix_release(ix, db);
-    return rc;
+    return rc ? rc : pk != 0;
+}
+
+int arc_index_forget_object(struct arc_index *ix, const char *object_key, struct tr_error *err)
+{
+    int rc = forget_object(ix, object_key, INT64_MAX, err);
+    return rc < 0 ? rc : 0;
+}
+
+int arc_index_forget_object_before(struct arc_index *ix, const char *object_key,
+                                   int64_t before_ms, struct tr_error *err)
+{
+    return forget_object(ix, object_key, before_ms, err);
 }
 
 int arc_index_each_object(struct arc_index *ix, int (*fn)(void *ctx, const char *key), void *ctx,
@@ -891,6 +969,8 @@ int arc_index_each_object(struct arc_index *ix, int (*fn)(void *ctx, const char 
     return rc < 0 ? rc : 0;
 }
 
+#define STABLE_BATCH 256
+
 int arc_index_mark_stable(struct arc_index *ix, int64_t now_ms, struct tr_error *err)
 {
     struct db *db;
@@ -899,38 +979,65 @@ int arc_index_mark_stable(struct arc_index *ix, int64_t now_ms, struct tr_error 
         return rc;
     int64_t cutoff = now_ms - (int64_t)ix->opt.stable_after * 1000;
     int marked = 0;
-    struct db_stmt *st;
-    if ((rc = db_begin(db, err)))
+    struct {
+        char site[65];
+        char study_uid[DCM_UID_MAX + 1];
+    } *batch = tr_calloc(STABLE_BATCH, sizeof(*batch));
+    if (!batch) {
+        rc = tr_error_set(err, TR_ENOMEM, "out of memory");
         goto out;
-    /* The event and the mark in one transaction: a restart neither loses nor repeats it. */
-    rc = db_prepare(db,
-                    "INSERT INTO events (kind, site, study_uid, created_at) SELECT "
-                    "'study_stable', site, study_uid, $2 FROM studies WHERE stable_at IS NULL "
-                    "AND updated_at <= $1",
-                    &st, err);
-    if (rc == 0) {
-        db_bind_int64(st, 1, cutoff);
-        db_bind_int64(st, 2, now_ms);
-        rc = db_step(st, err);
-        marked = (int)db_changes(st);
-        db_reset(st);
-        rc = rc < 0 ? rc : 0;
     }
-    if (rc == 0)
+    size_t n;
+    do {
+        n = 0;
+        struct db_stmt *st;
+        if ((rc = db_begin(db, err)))
+            goto out;
+        /* Mark first, then record the event of each study this transaction marked, in one
+         * transaction: a restart neither loses nor repeats it. Several nodes run this at once
+         * on one PostgreSQL: the outer `stable_at IS NULL` is checked again on the row's
+         * latest version once a concurrent marker's transaction ends (READ COMMITTED), so
+         * only the transaction that flips stable_at gets the row back, and only it inserts
+         * the event. */
         rc = db_prepare(db,
-                        "UPDATE studies SET stable_at = $2 WHERE stable_at IS NULL AND "
-                        "updated_at <= $1",
+                        "UPDATE studies SET stable_at = $2 WHERE pk IN (SELECT pk FROM studies "
+                        "WHERE stable_at IS NULL AND updated_at <= $1 ORDER BY pk LIMIT $3) AND "
+                        "stable_at IS NULL AND updated_at <= $1 RETURNING site, study_uid",
                         &st, err);
-    if (rc == 0) {
-        db_bind_int64(st, 1, cutoff);
-        db_bind_int64(st, 2, now_ms);
-        rc = step_done(st, err);
-    }
-    if (rc == 0)
-        rc = db_commit(db, err);
-    else
-        db_rollback(db);
+        if (rc == 0) {
+            db_bind_int64(st, 1, cutoff);
+            db_bind_int64(st, 2, now_ms);
+            db_bind_int64(st, 3, STABLE_BATCH);
+            while (n < STABLE_BATCH && (rc = db_step(st, err)) == 1) {
+                snprintf(batch[n].site, sizeof(batch[n].site), "%s", db_column_text(st, 0));
+                snprintf(batch[n].study_uid, sizeof(batch[n].study_uid), "%s",
+                         db_column_text(st, 1));
+                n++;
+            }
+            db_reset(st);
+            rc = rc < 0 ? rc : 0;
+        }
+        for (size_t i = 0; rc == 0 && i < n; i++) {
+            rc = db_prepare(db,
+                            "INSERT INTO events (kind, site, study_uid, created_at) VALUES "
+                            "('study_stable', $1, $2, $3)",
+                            &st, err);
+            if (rc)
+                break;
+            db_bind_text(st, 1, batch[i].site);
+            db_bind_text(st, 2, batch[i].study_uid);
+            db_bind_int64(st, 3, now_ms);
+            rc = step_done(st, err);
+        }
+        if (rc == 0)
+            rc = db_commit(db, err);
+        else
+            db_rollback(db);
+        if (rc == 0)
+            marked += (int)n;
+    } while (rc == 0 && n == STABLE_BATCH);
 out:
+    tr_free(batch);
     ix_release(ix, db);
     return rc ? rc : marked;
 }
@@ -948,13 +1055,15 @@ int arc_index_events(struct arc_index *ix, const char *kind, struct arc_event **
     struct db_stmt *st;
     rc = list ? db_prepare(db,
                            "SELECT pk, kind, site, study_uid, created_at FROM events WHERE "
-                           "consumed_at IS NULL AND kind = $1 ORDER BY pk LIMIT $2",
+                           "consumed_at IS NULL AND kind = $1 AND (claimed_until IS NULL OR "
+                           "claimed_until < $3) ORDER BY pk LIMIT $2",
                            &st, err)
               : tr_error_set(err, TR_ENOMEM, "out of memory");
     size_t n = 0;
     if (rc == 0) {
         db_bind_text(st, 1, kind);
         db_bind_int64(st, 2, max);
+        db_bind_int64(st, 3, ix_now_ms());
         while (n < max && (rc = db_step(st, err)) == 1) {
             struct arc_event *e = &list[n++];
             e->id = db_column_int64(st, 0);
@@ -974,6 +1083,33 @@ int arc_index_events(struct arc_index *ix, const char *kind, struct arc_event **
     *events = list;
     *count = n;
     return 0;
+}
+
+int arc_index_claim_event(struct arc_index *ix, int64_t id, int64_t now_ms, int64_t until_ms,
+                          struct tr_error *err)
+{
+    struct db *db;
+    int rc = ix_acquire(ix, &db, err);
+    if (rc)
+        return rc;
+    struct db_stmt *st;
+    rc = db_prepare(db,
+                    "UPDATE events SET claimed_by = $2, claimed_until = $3 WHERE pk = $1 AND "
+                    "consumed_at IS NULL AND (claimed_until IS NULL OR claimed_until < $4 OR "
+                    "claimed_by = $2)",
+                    &st, err);
+    if (rc == 0) {
+        db_bind_int64(st, 1, id);
+        db_bind_text(st, 2, db_node_id());
+        db_bind_int64(st, 3, until_ms);
+        db_bind_int64(st, 4, now_ms);
+        rc = db_step(st, err);
+        bool taken = rc >= 0 && db_changes(st) == 1;
+        db_reset(st);
+        rc = rc < 0 ? rc : taken ? 1 : 0;
+    }
+    ix_release(ix, db);
+    return rc;
 }
 
 int arc_index_consume_event(struct arc_index *ix, int64_t id, struct tr_error *err)

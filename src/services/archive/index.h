@@ -18,7 +18,7 @@
 #include "dcm.h"
 #include "error.h"
 
-#define ARC_INDEX_SCHEMA_VERSION 1
+#define ARC_INDEX_SCHEMA_VERSION 3 /* 2: events claimed per node (several nodes); 3: PN groups */
 
 /* What the index keeps of one instance (all text UTF-8). */
 struct arc_record {
@@ -161,6 +161,11 @@ int arc_index_delete_study(struct arc_index *ix, const char *site, const char *s
                            char ***object_keys, size_t *count, struct tr_error *err);
 /* Remove the rows of an instance whose object is gone (reconciliation). */
 int arc_index_forget_object(struct arc_index *ix, const char *object_key, struct tr_error *err);
+/* The same, only if the instance was received before before_ms (ms since the epoch): 1 removed,
+ * 0 not (younger, or no such row). Reconciliation with several nodes: a row younger than the
+ * longest upload may be another node's instance whose object is still on its way. */
+int arc_index_forget_object_before(struct arc_index *ix, const char *object_key,
+                                   int64_t before_ms, struct tr_error *err);
 /* Call fn for every indexed object key. */
 int arc_index_each_object(struct arc_index *ix, int (*fn)(void *ctx, const char *key), void *ctx,
                           struct tr_error *err);
@@ -170,7 +175,7 @@ int arc_index_each_object(struct arc_index *ix, int (*fn)(void *ctx, const char 
  * the number of studies that became stable. Run periodically. */
 int arc_index_mark_stable(struct arc_index *ix, int64_t now_ms, struct tr_error *err);
 
-/* Events not yet consumed, oldest first. */
+/* Events not yet consumed and not held by a node (arc_index_claim_event), oldest first. */
 struct arc_event {
     int64_t id;
     char kind[32];         /* "study_stable" */
@@ -180,6 +185,12 @@ struct arc_event {
 };
 int arc_index_events(struct arc_index *ix, const char *kind, struct arc_event **events,
                      size_t *count, unsigned max, struct tr_error *err);
+/* Take event `id` for this node (db_node_id()) until until_ms, so that of several nodes on one
+ * database only one acts on it: 1 taken, 0 another node holds it (or it was consumed),
+ * negative on errors. A node that dies holding it loses it at until_ms; then another node
+ * takes it (arc_index_events lists only events not held). until_ms 0 gives it back. */
+int arc_index_claim_event(struct arc_index *ix, int64_t id, int64_t now_ms, int64_t until_ms,
+                          struct tr_error *err);
 int arc_index_consume_event(struct arc_index *ix, int64_t id, struct tr_error *err);
 
 /* When a study's first instance arrived and when it became stable (0 if not yet), ms since the

@@ -161,6 +161,18 @@ static bool all_digits(const char *s, size_t min, size_t max)
     return true;
 }
 
+/* The upper-cased ideographic and phonetic group columns of a PN key (index migration 3). */
+static const char *const *pn_group_columns(const struct key_def *k)
+{
+    static const char *const patient[2] = {"p.patient_name_i_ci", "p.patient_name_p_ci"};
+    static const char *const referring[2] = {"s.referring_i_ci", "s.referring_p_ci"};
+    if (k->tag == 0x00100010)
+        return patient;
+    if (k->tag == 0x00080090)
+        return referring;
+    return NULL;
+}
+
 /* One value of a K_TEXT / K_PN key, as an SQL expression (OR'ed by the caller). */
 static void text_expr(struct builder *b, const struct key_def *k, const char *value, bool ci,
                       bool fuzzy, struct tr_buf *expr)
@@ -198,7 +210,24 @@ static void text_expr(struct builder *b, const struct key_def *k, const char *va
             return;
         }
         int a = add_param(b, pat);
-        if (k->kind == K_PN) {
+        const char *const *groups = column == k->ci_column ? pn_group_columns(k) : NULL;
+        if (groups) {
+            /* Any component group: "Yamada*" and "山田*" both match "Yamada^Tarou=山田^太郎".
+             * Each group has an indexed column (the alphabetic one is where the whole value
+             * starts), so every term is a prefix search when the value starts with a literal:
+             * a MULTI-INDEX OR, not a scan. A pattern not ending in '*' must still stop at the
+             * end of the alphabetic group, which the whole value continues with "=...". */
+            size_t n = strlen(pat);
+            tr_buf_addf(expr, "(%s LIKE $%d ESCAPE '!' OR %s LIKE $%d ESCAPE '!' OR %s LIKE $%d "
+                              "ESCAPE '!'",
+                        column, a, groups[0], a, groups[1], a);
+            if (n == 0 || pat[n - 1] != '%') {
+                char grp[2200];
+                snprintf(grp, sizeof(grp), "%s=%%", pat);
+                tr_buf_addf(expr, " OR %s LIKE $%d ESCAPE '!'", column, add_param(b, grp));
+            }
+            tr_buf_addc(expr, ')');
+        } else if (k->kind == K_PN) {
             /* Any component group: "Yamada*" and "山田*" both match "Yamada^Tarou=山田^太郎". */
             char grp[2200];
             snprintf(grp, sizeof(grp), "%%=%s", pat);

@@ -103,8 +103,13 @@ int flow_outbox_deliver(struct flow *f, int64_t now, struct tr_error *err)
     }
     int delivered = 0;
     for (size_t i = 0; i < n; i++) {
-        /* Take it (another node may be delivering the same row): push next_at forward first. */
-        int64_t lease = now + 60000;
+        /* Take it (another node may be delivering the same row): push next_at forward first,
+         * past the longest attempt (15 s) with a margin, counted from the clock now: earlier
+         * rows of this batch may have taken long, and a lease counted from the batch's start
+         * could already have run out. */
+        int64_t t = flow_now_ms();
+        t = t > now ? t : now;
+        int64_t lease = t + 60000;
         if (db_prepare(db, "UPDATE flow_outbox SET next_at = $3 WHERE id = $1 AND delivered_at "
                            "IS NULL AND attempts = $2 AND next_at <= $4",
                        &st, NULL) < 0) {
@@ -114,7 +119,7 @@ int flow_outbox_deliver(struct flow *f, int64_t now, struct tr_error *err)
         db_bind_int64(st, 1, due[i].id);
         db_bind_int64(st, 2, due[i].attempts);
         db_bind_int64(st, 3, lease);
-        db_bind_int64(st, 4, now);
+        db_bind_int64(st, 4, t);
         bool mine = db_step(st, NULL) >= 0 && db_changes(st) == 1;
         db_reset(st);
         if (!mine || !due[i].payload) {

@@ -433,6 +433,8 @@ fail:
     return rc;
 }
 
+#define EVENT_LEASE_MS 60000
+
 int flow_ingest_events(struct flow *f, int64_t now, struct tr_error *err)
 {
     struct arc_event *events = NULL;
@@ -454,12 +456,19 @@ int flow_ingest_events(struct flow *f, int64_t now, struct tr_error *err)
     }
     int done = 0;
     for (size_t i = 0; i < n; i++) {
+        /* Several nodes list the same events: the one that takes the event makes the read.
+         * Held for a minute (one study takes milliseconds); a node that dies holding it
+         * leaves it to the others after that. The clock now, not at the step's start. */
+        int64_t t = flow_now_ms();
+        if (arc_index_claim_event(ix, events[i].id, t, t + EVENT_LEASE_MS, NULL) != 1)
+            continue;
         struct tr_error e = TR_ERROR_INIT;
         rc = read_from_study(f, db, c, &events[i], now, &e);
         if (rc) {
-            /* Leave the event for the next pass (the database may be back). */
+            /* Give the event back for the next pass (the database may be back). */
             flow_log(f, 1, "study %s of site %s: no read yet: %s", events[i].study_uid,
                      events[i].site, e.message);
+            arc_index_claim_event(ix, events[i].id, t, 0, NULL);
             continue;
         }
         arc_index_consume_event(ix, events[i].id, NULL);
@@ -663,27 +672,39 @@ int flow_route_pending(struct flow *f, int64_t now, struct tr_error *err)
              * (GET /reads/{id}/routing also decides again on the spot). */
             if (r->escalated_at)
                 continue;
+            /* Once across nodes (the guarded UPDATE), with its outbox row and history in the
+             * same transaction. */
+            if (db_begin(db, NULL) < 0)
+                continue;
             if (db_prepare(db, "UPDATE flow_reads SET escalated_at = $2, routing = $3 WHERE id = "
                                "$1 AND escalated_at IS NULL AND state = 0",
-                           &st, NULL) < 0)
+                           &st, NULL) < 0) {
+                db_rollback(db);
                 continue;
+            }
             db_bind_int64(st, 1, r->id);
             db_bind_int64(st, 2, now);
             db_bind_text(st, 3, why.data ? why.data : "{}");
             bool mine = db_step(st, NULL) >= 0 && db_changes(st) == 1;
             db_reset(st);
-            if (mine) {
+            if (!mine) {
+                db_rollback(db);
+            } else {
                 json_t *ev = json_pack("{s:s,s:I,s:s,s:s,s:s}", "event", "read.unassignable",
                                        "read", (json_int_t)r->id, "site", r->site, "priority",
                                        flow_priority_names[r->priority], "reason",
                                        "no eligible reader");
-                flow_outbox_add(f, db, "read.unassignable", ev, now, NULL);
+                int erc = flow_outbox_add(f, db, "read.unassignable", ev, now, NULL);
                 json_decref(ev);
                 json_t *d = json_pack("{s:s}", "reason", "no eligible reader (see routing)");
-                flow_read_history(db, r->id, "escalated", "system", d, now, NULL);
+                if (erc == 0)
+                    erc = flow_read_history(db, r->id, "escalated", "system", d, now, NULL);
                 json_decref(d);
-                flow_log(f, 1, "read %" PRId64 " (%s, site %s): no eligible reader; escalated",
-                         r->id, flow_priority_names[r->priority], r->site);
+                if (erc == 0 && db_commit(db, NULL) == 0)
+                    flow_log(f, 1, "read %" PRId64 " (%s, site %s): no eligible reader; escalated",
+                             r->id, flow_priority_names[r->priority], r->site);
+                else if (erc)
+                    db_rollback(db);
             }
             continue;
         }
@@ -937,20 +958,27 @@ static int sla_pass(struct flow *f, struct db *db, int64_t now, bool breach,
     int raised = 0;
     for (size_t i = 0; rc >= 0 && i < n; i++) {
         struct flow_read *r = &rows[i];
-        /* Exactly once, whichever node gets there first. */
+        /* Exactly once, whichever node gets there first; the mark, the outbox row and the
+         * history in one transaction, so that a node dying in between loses no alert. */
+        if ((rc = db_begin(db, err)))
+            break;
         rc = db_prepare(db, breach ? "UPDATE flow_reads SET breached_at = $2 WHERE id = $1 AND "
                                      "breached_at IS NULL"
                                    : "UPDATE flow_reads SET alerted_at = $2 WHERE id = $1 AND "
                                      "alerted_at IS NULL",
                         &st, err);
-        if (rc)
+        if (rc) {
+            db_rollback(db);
             break;
+        }
         db_bind_int64(st, 1, r->id);
         db_bind_int64(st, 2, now);
         bool mine = db_step(st, NULL) >= 0 && db_changes(st) == 1;
         db_reset(st);
-        if (!mine)
+        if (!mine) {
+            db_rollback(db);
             continue;
+        }
         const char *kind = breach ? "sla.breach" : "sla.warning";
         json_t *ev = json_pack("{s:s,s:I,s:s,s:s,s:s,s:o,s:I,s:s?}", "event", kind, "read",
                                (json_int_t)r->id, "site", r->site, "priority",
@@ -958,10 +986,17 @@ static int sla_pass(struct flow *f, struct db *db, int64_t now, bool breach,
                                flow_state_names[r->state], "due_at", flow_iso_json(r->due_at),
                                "seconds_left", (json_int_t)((r->due_at - now) / 1000),
                                "assignee", r->assignee[0] ? r->assignee : NULL);
-        flow_outbox_add(f, db, kind, ev, now, NULL);
-        flow_read_history(db, r->id, breach ? "sla_breached" : "sla_warning", "system", ev, now,
-                          NULL);
+        int arc = flow_outbox_add(f, db, kind, ev, now, NULL);
+        if (arc == 0)
+            arc = flow_read_history(db, r->id, breach ? "sla_breached" : "sla_warning",
+                                    "system", ev, now, NULL);
         json_decref(ev);
+        if (arc == 0)
+            arc = db_commit(db, NULL);
+        else
+            db_rollback(db);
+        if (arc)
+            continue; /* the next pass tries again */
         flow_log(f, 1, "read %" PRId64 " (%s, site %s, %s): %s", r->id,
                  flow_priority_names[r->priority], r->site, flow_state_names[r->state],
                  breach ? "SLA breached" : "SLA due soon");

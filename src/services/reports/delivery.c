@@ -645,12 +645,16 @@ int rep_outbox_deliver(struct rep *r, int64_t now, struct tr_error *err)
         db_reset(st);
     }
     int done = 0;
-    /* The longest an attempt takes: connect + send + wait for the answer, with a margin. */
-    int64_t lease = now + 2 * (int64_t)r->cfg.ack_timeout * 1000 + 5000;
     for (size_t i = 0; rc >= 0 && i < n; i++) {
         struct attempt *a = &due[i];
         if (earlier_pending(db, a))
             continue;
+        /* The lease: the longest an attempt takes (connect + send + wait for the answer, with
+         * a margin), from the clock now: the attempts before this one may have taken long,
+         * and a lease counted from the batch's start could already have run out, letting
+         * another node take the row while this one sends it. */
+        int64_t t = rep_now_ms();
+        int64_t lease = t + 2 * (int64_t)r->cfg.ack_timeout * 1000 + 5000;
         if (db_prepare(db,
                        "UPDATE rep_outbox SET next_at = $3 WHERE id = $1 AND state = "
                        "'pending' AND attempts = $2 AND next_at <= $4",
@@ -659,7 +663,7 @@ int rep_outbox_deliver(struct rep *r, int64_t now, struct tr_error *err)
         db_bind_int64(st, 1, a->id);
         db_bind_int64(st, 2, a->attempts);
         db_bind_int64(st, 3, lease);
-        db_bind_int64(st, 4, now);
+        db_bind_int64(st, 4, t > now ? t : now);
         bool mine = db_step(st, NULL) >= 0 && db_changes(st) == 1;
         db_reset(st);
         if (!mine)

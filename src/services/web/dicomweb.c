@@ -1139,6 +1139,137 @@ static int parse_frames(const char *list, uint32_t *frames, size_t max, size_t *
     return *count ? 0 : TR_EINVAL;
 }
 
+/* Does the Accept header take native frames as application/octet-stream (explicit VR little
+ * endian)? Only then does ranged_native_frames answer; anything else takes the general path,
+ * which negotiates fully (and answers 406 where it must). */
+static bool accepts_native_frames(struct web_request *r)
+{
+    const char *accept = web_header(r, "Accept");
+    struct accept_item items[16];
+    size_t n = accept && *accept ? parse_accept(accept, items, 16) : 0;
+    if (n == 0)
+        return true;
+    for (size_t i = 0; i < n; i++) {
+        const char *type = strcmp(items[i].media, "multipart/related") == 0 ? items[i].type
+                                                                           : items[i].media;
+        bool ts_ok = !items[i].ts[0] || strcmp(items[i].ts, "*") == 0 ||
+                     strcmp(items[i].ts, EXPLICIT_LE) == 0;
+        if ((!*type || strcmp(type, "*/*") == 0 || strcmp(items[i].media, "*/*") == 0 ||
+             strcmp(type, "application/octet-stream") == 0) &&
+            ts_ok)
+            return true;
+    }
+    return false;
+}
+
+/* Native frames of an object in a remote store (S3) with two ranged GETs — the header, then
+ * each frame's bytes — instead of fetching the whole object, which for a multi-frame object
+ * (tomosynthesis, cine) may be hundreds of MB. Returns 1 when it answered, 0 when the general
+ * path must (not remote, already cached whole, compressed or big endian pixel data, a header
+ * longer than the first range, 1-bit frames, an Accept it does not serve). */
+#define HEADER_RANGE 65536
+static int ranged_native_frames(struct dw *dw, struct web_request *r, const char *key,
+                                const uint32_t *numbers, size_t nframes)
+{
+    struct arc_objstore *store = arc_objects(dw->cfg.archive);
+    char path[16];
+    if (arc_object_path(store, key, path, sizeof(path)) != TR_EUNSUPPORTED ||
+        !accepts_native_frames(r))
+        return 0;
+    struct arc_object_handle *h;
+    if (arc_object_open_range(store, key, 0, HEADER_RANGE, &h, NULL) < 0)
+        return 0;
+    if (arc_object_handle_complete(h) || arc_object_handle_offset(h) != 0) {
+        arc_object_close(h); /* the whole object is local already: the general path */
+        return 0;
+    }
+    struct dcm_read_options opt;
+    dcm_read_options_init(&opt);
+    opt.header_only = true;
+    struct dcm_file *f = NULL;
+    int fd = arc_object_handle_fd(h);
+    uint64_t have = arc_object_handle_length(h);
+    uint8_t el[12];
+    int answered = 0;
+    bool implicit = false;
+    if (fd < 0 || dcm_file_read(arc_object_handle_path(h), &opt, &f, NULL) < 0 ||
+        !f->stopped_before_pixels || f->pixel_offset + sizeof(el) > have ||
+        pread(fd, el, sizeof(el), (off_t)f->pixel_offset) != (ssize_t)sizeof(el))
+        goto out;
+    implicit = strcmp(f->ts_uid, "1.2.840.10008.1.2") == 0;
+    if (!implicit && strcmp(f->ts_uid, EXPLICIT_LE) != 0)
+        goto out; /* compressed or big endian */
+    /* The Pixel Data element's header: (7FE0,0010), then its length (explicit: VR OB/OW, two
+     * reserved bytes, a 32-bit length; implicit: the length at once). */
+    if (tr_le16(el) != 0x7FE0 || tr_le16(el + 2) != 0x0010)
+        goto out;
+    uint32_t value_len = implicit ? tr_le32(el + 4) : tr_le32(el + 8);
+    uint64_t value_off = f->pixel_offset + (implicit ? 8 : 12);
+    if (!implicit && el[4] == 'O' && el[5] != 'B' && el[5] != 'W')
+        goto out;
+    if (value_len == 0xFFFFFFFFu)
+        goto out;
+    struct dcm_pixel_desc desc;
+    if (dcm_dataset_set_empty(f->dataset, DCM_TAG_PixelData, DCM_VR_OW) < 0 ||
+        dcm_pixel_desc_read(f->dataset, &desc, NULL) < 0 || desc.bits_allocated < 8)
+        goto out;
+    uint64_t frame_size = dcm_pixel_frame_size(&desc);
+    if (!frame_size || (uint64_t)desc.frames * frame_size > value_len)
+        goto out;
+    answered = 1;
+    for (size_t i = 0; i < nframes; i++) {
+        if (numbers[i] > desc.frames) {
+            web_reply_problem(r, 404, "Not Found", "frame %" PRIu32 " of %" PRIu32, numbers[i],
+                              desc.frames);
+            goto out;
+        }
+    }
+    struct out_stream *os = os_new(dw);
+    if (!os) {
+        web_reply_problem(r, 500, "Out of memory", "cannot answer");
+        goto out;
+    }
+    struct tr_error err = TR_ERROR_INIT;
+    int rc = 0;
+    for (size_t i = 0; i < nframes && rc == 0; i++) {
+        uint64_t off = value_off + (uint64_t)(numbers[i] - 1) * frame_size;
+        struct arc_object_handle *fh;
+        if ((rc = arc_object_open_range(store, key, off, frame_size, &fh, &err)) < 0)
+            break;
+        tr_buf_addf(&os->mem, "%s--%s\r\nContent-Type: application/octet-stream; "
+                              "transfer-syntax=%s\r\nContent-Length: %" PRIu64 "\r\n\r\n",
+                    i ? "\r\n" : "", os->boundary, EXPLICIT_LE, frame_size);
+        size_t at = os->mem.len;
+        int ffd = arc_object_handle_fd(fh);
+        if (arc_object_handle_length(fh) < frame_size || ffd < 0 ||
+            tr_buf_grow(&os->mem, (size_t)frame_size) < 0 ||
+            pread(ffd, os->mem.data + at, (size_t)frame_size,
+                  (off_t)arc_object_handle_offset(fh)) != (ssize_t)frame_size)
+            rc = tr_error_set(&err, TR_EIO, "frame %" PRIu32 ": cannot read its bytes",
+                              numbers[i]);
+        else
+            os->mem.data[os->mem.len += (size_t)frame_size] = '\0';
+        arc_object_close(fh);
+    }
+    if (rc < 0) {
+        os_free(os);
+        web_reply_problem(r, 500, "Internal Server Error", "frame: %s", err.message);
+        goto out;
+    }
+    tr_buf_addf(&os->mem, "\r\n--%s--\r\n", os->boundary);
+    char type[200];
+    snprintf(type, sizeof(type), "multipart/related; type=\"application/octet-stream\"; "
+                                 "boundary=%s", os->boundary);
+    size_t len;
+    char *body = tr_buf_detach(&os->mem, &len);
+    os_free(os);
+    web_reply_owned(r, 200, type, body, len);
+out:
+    dcm_file_free(f);
+    arc_object_close(h);
+    return answered;
+}
+
 static void frames(struct dw *dw, struct web_request *r)
 {
     uint32_t numbers[1024];
@@ -1152,6 +1283,10 @@ static void frames(struct dw *dw, struct web_request *r)
     size_t count;
     if (instances_of(dw, r, ARC_LEVEL_IMAGE, &refs, &count) < 0)
         return;
+    if (ranged_native_frames(dw, r, refs[0].object_key, numbers, nframes)) {
+        tr_free(refs);
+        return;
+    }
     struct dcm_file *f;
     struct tr_error err = TR_ERROR_INIT;
     int rc = read_object(dw, refs[0].object_key, false, &f, &err);
