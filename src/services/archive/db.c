@@ -23,7 +23,8 @@ struct db_stmt {
     sqlite3_stmt *sq;
     int param_index[MAX_PARAMS + 1]; /* $n -> SQLite parameter index */
     /* PostgreSQL */
-    char name[16];
+    char name[16];           /* a prepared statement's; "" for a one-shot one */
+    char *text;              /* a one-shot statement's SQL, run with PQexecParams */
     int nparams;
     char *values[MAX_PARAMS];
     bool executed;
@@ -62,6 +63,11 @@ static char *translate(const struct db *db, const char *sql)
             /* An index that serves LIKE 'prefix%' whatever the database's collation. */
             tr_buf_adds(&b, db->engine == DB_SQLITE ? "" : " text_pattern_ops");
             p += 13;
+        } else if (strncmp(p, "{NOIDX}", 7) == 0) {
+            /* SQLite's unary + : the next term must not choose the index (PostgreSQL's
+             * planner has statistics and needs no hint). */
+            tr_buf_adds(&b, db->engine == DB_SQLITE ? "+" : "");
+            p += 7;
         } else if (strncmp(p, "{STRPOS}", 8) == 0) {
             tr_buf_adds(&b, db->engine == DB_SQLITE ? "instr" : "strpos");
             p += 8;
@@ -165,6 +171,7 @@ static void stmt_free(struct db_stmt *st)
     for (int i = 0; i < MAX_PARAMS; i++)
         tr_free(st->values[i]);
     tr_free(st->sql);
+    tr_free(st->text);
     tr_free(st);
 }
 
@@ -282,6 +289,11 @@ static int prepare(struct db *db, const char *sql, bool cached, struct db_stmt *
                 st->param_index[i] = sqlite3_bind_parameter_index(st->sq, name);
             }
         }
+    } else if (!cached) {
+        /* One-shot (a query built for its keys): one round trip with PQexecParams at the
+         * first step, instead of prepare, execute and DEALLOCATE (three). */
+        st->text = text;
+        text = NULL;
     } else {
         snprintf(st->name, sizeof(st->name), "s%u", ++db->next_name);
         PGresult *r = PQprepare(db->pg, st->name, text, st->nparams, NULL);
@@ -359,8 +371,10 @@ int db_step(struct db_stmt *st, struct tr_error *err)
     }
     if (!st->executed) {
         st->executed = true;
-        st->res = PQexecPrepared(db->pg, st->name, st->nparams,
-                                 (const char *const *)st->values, NULL, NULL, 0);
+        st->res = st->text ? PQexecParams(db->pg, st->text, st->nparams, NULL,
+                                          (const char *const *)st->values, NULL, NULL, 0)
+                           : PQexecPrepared(db->pg, st->name, st->nparams,
+                                            (const char *const *)st->values, NULL, NULL, 0);
         ExecStatusType s = PQresultStatus(st->res);
         if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {
             const char *state = PQresultErrorField(st->res, PG_DIAG_SQLSTATE);

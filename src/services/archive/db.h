@@ -6,8 +6,10 @@
  * dialect words replaced before preparing: {SERIAL} (an auto-increment primary key column type),
  * {BIGINT}, {FOR_UPDATE} (row lock in PostgreSQL, nothing in SQLite, whose writers are
  * serialized), {PATTERN_OPS} (after an index column: text_pattern_ops in PostgreSQL, so that
- * LIKE 'prefix%' can use the index under any collation; nothing in SQLite) and {STRPOS}
- * (instr / strpos). RETURNING and ON CONFLICT work in both (SQLite >= 3.35).
+ * LIKE 'prefix%' can use the index under any collation; nothing in SQLite), {STRPOS}
+ * (instr / strpos) and {NOIDX} (before a column: SQLite's unary + that keeps the planner from
+ * driving the query through that column's index; nothing in PostgreSQL). RETURNING and
+ * ON CONFLICT work in both (SQLite >= 3.35).
  *
  * A `struct db` is one connection, used by one thread at a time.
  *
