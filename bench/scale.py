@@ -2,8 +2,12 @@
 """The archive at scale: ingest rate and study-level C-FIND latency with 1,000,000 instances
 indexed, on SQLite and on PostgreSQL.
 
-  bench/scale.py [--instances 1000000] [--ingest 300] [--repeat 3] [--queries 200]
-                 [--build-dir build-arc] [--no-pg] [--regenerate] [--seed 1]
+  bench/scale.py [--instances 1000000] [--ingest 300] [--repeat 5] [--queries 200]
+                 [--build-dir build-arc] [--no-pg] [--regenerate] [--seed 1] [--queries-only]
+
+--queries-only skips the ingest runs (step 4): the 1 M archive is made or reused, PostgreSQL
+loaded, and only the queries timed; the report then goes to bench/out/scale.queries.last.txt
+(the full report in scale.last.txt is left alone).
 
 Run with Debian's /usr/bin/python3 (pydicom for the ingest instances). See bench/README.md
 ("## scale.py") for what is measured and why. Goals (the archive issue):
@@ -553,6 +557,8 @@ def main():
     ap.add_argument("--no-pg", action="store_true")
     ap.add_argument("--regenerate", action="store_true")
     ap.add_argument("--out", default=OUT, help="work folder (default bench/out/scale)")
+    ap.add_argument("--queries-only", action="store_true",
+                    help="no ingest runs: time the queries on the 1 M archive only")
     args = ap.parse_args()
     OUT = os.path.abspath(args.out)
     os.makedirs(OUT, exist_ok=True)
@@ -585,16 +591,16 @@ def main():
                 run_quiet([scale_query, "init", pg_url])
                 pg_load(big, pg_url)
         engines = [("SQLite", None)] + ([("PostgreSQL", pg_url)] if pg_url else [])
-        sets = make_ingest_sets(args.ingest, 1 + args.repeat * len(engines))
         queries = make_queries(big, args.queries, args.seed)
-
-        say()
-        say("Ingest: %d CT instances of 128x128 (32 KB) per run, storescu, one association" %
-            args.ingest)
-        for n, (engine, url) in enumerate(engines):
-            mine = [sets[0]] + sets[1 + n * args.repeat:1 + (n + 1) * args.repeat]
-            results[engine, "ingest"] = ingest(telerad, engine, big, url, pg_url, mine,
-                                               args.repeat)
+        if not args.queries_only:
+            sets = make_ingest_sets(args.ingest, 1 + args.repeat * len(engines))
+            say()
+            say("Ingest: %d CT instances of 128x128 (32 KB) per run, storescu, one association" %
+                args.ingest)
+            for n, (engine, url) in enumerate(engines):
+                mine = [sets[0]] + sets[1 + n * args.repeat:1 + (n + 1) * args.repeat]
+                results[engine, "ingest"] = ingest(telerad, engine, big, url, pg_url, mine,
+                                                   args.repeat)
 
         say()
         say("Queries: %d PatientName prefix queries and %d StudyDate month ranges, "
@@ -616,7 +622,8 @@ def main():
         if pg_state:
             subprocess.run(["bash", PG_SH, "stop", pg_state])
     report(args, results)
-    with open(os.path.join(os.path.dirname(OUT), "scale.last.txt"), "w") as f:
+    name = "scale.queries.last.txt" if args.queries_only else "scale.last.txt"
+    with open(os.path.join(os.path.dirname(OUT), name), "w") as f:
         f.write("\n".join(REPORT) + "\n")
 
 
@@ -626,8 +633,9 @@ def report(args, results):
     say("Results (%d instances indexed; this machine, one run)" % args.instances)
     say()
     med = lambda runs, k: statistics.median(x[k] for x in runs if k in x)  # noqa: E731
-    say("ingest, median of %d interleaved runs   empty index    1 M index   1 M / empty   "
-        "goal >= 90 %%" % args.repeat)
+    if not args.queries_only:
+        say("ingest, median of %d interleaved runs   empty index    1 M index   1 M / empty   "
+            "goal >= 90 %%" % args.repeat)
     for engine in ("SQLite", "PostgreSQL"):
         r = results.get((engine, "ingest"))
         if not r:

@@ -147,31 +147,71 @@ int dimse_set_counts(struct dcm_dataset *command, uint16_t remaining, uint16_t c
 
 /* ---- sending ------------------------------------------------------------------------------ */
 
+int dimse_encode_command(const struct dcm_dataset *command, struct tr_buf *out,
+                         struct tr_error *err)
+{
+    /* PS3.7 6.3.1: Implicit VR Little Endian, with Command Group Length first: 12 bytes
+     * reserved for it, the rest written after them, then the length filled in. */
+    struct tr_sink s = tr_sink_buf(out);
+    struct dcm_dataset *copy = NULL;
+    if (dcm_dataset_get(command, 0x00000000)) { /* the caller's group length: ours replaces it */
+        copy = dcm_dataset_copy(command, err);
+        if (!copy)
+            return err ? err->code : TR_ENOMEM;
+        dcm_dataset_remove(copy, 0x00000000);
+        command = copy;
+    }
+    size_t start = out->len;
+    uint8_t gl[12] = {0};
+    int rc = tr_buf_add(out, gl, sizeof(gl));
+    if (rc == 0)
+        rc = dcm_dataset_write(command, DCM_UID_ImplicitVRLittleEndian, NULL, &s, err);
+    else
+        rc = tr_error_set(err, rc, "cannot encode a command set: %s", tr_strerror(rc));
+    dcm_dataset_free(copy);
+    if (rc) {
+        tr_buf_truncate(out, start);
+        return rc;
+    }
+    uint8_t *p = (uint8_t *)out->data + start;
+    tr_put_le16(p, 0x0000);
+    tr_put_le16(p + 2, 0x0000);
+    tr_put_le32(p + 4, 4);
+    tr_put_le32(p + 8, (uint32_t)(out->len - start - sizeof(gl)));
+    return 0;
+}
+
 int dimse_send_command(struct dul_assoc *a, uint8_t pc, const struct dcm_dataset *command,
                        struct tr_error *err)
 {
-    /* PS3.7 6.3.1: Implicit VR Little Endian, with Command Group Length first. */
     struct tr_buf body;
     tr_buf_init(&body, MAX_COMMAND_SET);
-    struct tr_sink s = tr_sink_buf(&body);
-    struct dcm_dataset *copy = dcm_dataset_copy(command, err);
-    if (!copy)
-        return err ? err->code : TR_ENOMEM;
-    dcm_dataset_remove(copy, 0x00000000);
-    int rc = dcm_dataset_write(copy, DCM_UID_ImplicitVRLittleEndian, NULL, &s, err);
-    dcm_dataset_free(copy);
-    if (rc) {
-        tr_buf_release(&body);
-        return rc;
-    }
-    uint8_t gl[12];
-    tr_put_le16(gl, 0x0000);
-    tr_put_le16(gl + 2, 0x0000);
-    tr_put_le32(gl + 4, 4);
-    tr_put_le32(gl + 8, (uint32_t)body.len);
-    rc = dul_send(a, pc, true, gl, sizeof(gl), false, err);
+    int rc = dimse_encode_command(command, &body, err);
     if (rc == 0)
         rc = dul_send(a, pc, true, body.data, body.len, true, err);
+    tr_buf_release(&body);
+    return rc;
+}
+
+int dimse_send_encoded(struct dul_assoc *a, uint8_t pc, const void *command, size_t len,
+                       const struct dcm_dataset *dataset, struct tr_error *err)
+{
+    dul_batch_begin(a);
+    int rc = dul_send(a, pc, true, command, len, true, err);
+    if (rc == 0 && dataset)
+        rc = dimse_send_dataset(a, pc, dataset, err);
+    int erc = dul_batch_end(a, rc ? NULL : err);
+    return rc ? rc : erc;
+}
+
+int dimse_send_message(struct dul_assoc *a, uint8_t pc, const struct dcm_dataset *command,
+                       const struct dcm_dataset *dataset, struct tr_error *err)
+{
+    struct tr_buf body;
+    tr_buf_init(&body, MAX_COMMAND_SET);
+    int rc = dimse_encode_command(command, &body, err);
+    if (rc == 0)
+        rc = dimse_send_encoded(a, pc, body.data, body.len, dataset, err);
     tr_buf_release(&body);
     return rc;
 }

@@ -99,6 +99,20 @@ void dimse_message_release(struct dimse_message *m);
 /* Encode and send a command set (Implicit VR LE, group length computed). */
 int dimse_send_command(struct dul_assoc *a, uint8_t pc, const struct dcm_dataset *command,
                        struct tr_error *err);
+/* Send a command and, if `dataset` is not NULL, its data set, as one message: the data set's
+ * first fragments share the command's P-DATA-TF PDU when they fit (PS3.8 9.3.5), and the
+ * message is written at once unless the caller holds a batch (dul_batch_begin). */
+int dimse_send_message(struct dul_assoc *a, uint8_t pc, const struct dcm_dataset *command,
+                       const struct dcm_dataset *dataset, struct tr_error *err);
+/* Append a command set to `out` as it goes on the wire (Implicit VR Little Endian, Command
+ * Group Length first, any group length in `command` replaced); on error `out` is as it was.
+ * For a command sent many times (a C-FIND's pending responses): encode once, then
+ * dimse_send_encoded. */
+int dimse_encode_command(const struct dcm_dataset *command, struct tr_buf *out,
+                         struct tr_error *err);
+/* dimse_send_message with the command already encoded by dimse_encode_command. */
+int dimse_send_encoded(struct dul_assoc *a, uint8_t pc, const void *command, size_t len,
+                       const struct dcm_dataset *dataset, struct tr_error *err);
 /* Send a data set encoded in the context's transfer syntax (deflate included). */
 int dimse_send_dataset(struct dul_assoc *a, uint8_t pc, const struct dcm_dataset *ds,
                        struct tr_error *err);

@@ -126,12 +126,19 @@ struct dul_assoc {
     size_t rcap, rlen, rpos;
     bool in_pdata;            /* rbuf holds a P-DATA-TF body being iterated */
     uint8_t rtype;
-    /* sending: one P-DATA-TF PDU with one PDV, filled until full or last */
+    /* sending (PS3.8 9.3.5, annex E): sbuf holds whole P-DATA-TF PDUs not written yet
+     * (sbuf[0, sready)), then the PDU being filled (sbuf[sready, slen)), whose last PDV item
+     * may still be open (its header at spdv). */
     uint8_t *sbuf;
-    size_t scap;              /* data bytes a PDV can hold */
-    size_t slen;              /* data bytes pending */
-    uint8_t spc;
+    size_t scap;              /* bytes sbuf holds: one PDU at the peer's maximum, and room to
+                                 gather small PDUs for one write */
+    size_t sready;
+    size_t slen;
+    size_t spdv;              /* 0: no PDV item open */
+    uint32_t smax;            /* largest P-DATA-TF body (PDV items) we may send */
+    uint8_t spc;              /* the open PDV item's context and kind */
     bool scommand;
+    unsigned sbatch;          /* dul_batch_begin depth */
     /* for error messages */
     uint8_t abort_source, abort_reason;
 };
@@ -426,19 +433,24 @@ static void record_contexts(struct dul_assoc *a)
     a->peer_max = a->requestor ? ac->max_length : rq->max_length;
 }
 
+/* Room for gathering small PDUs into one write, beyond one PDU at the peer's maximum. */
+#define SEND_GATHER (64u * 1024u)
+
 static int init_send_buffer(struct dul_assoc *a, struct tr_error *err)
 {
-    /* PDV data per PDU: the peer's maximum length minus the PDV item header (6 bytes). We cap
-     * our PDUs at 1 MiB when the peer states no limit (0), and never go below 4 KiB. */
+    /* A P-DATA-TF body of at most the peer's maximum length (PS3.8 D.1). We cap our PDUs at
+     * 1 MiB when the peer states no limit (0), and at 16 MiB. */
     uint32_t max = a->peer_max ? a->peer_max : (1u << 20);
     if (max > (1u << 24))
         max = 1u << 24;
     if (max < 128)
         max = 128; /* a peer announcing less is broken; PS3.8 says at least 1 byte of data */
-    a->scap = max - 6;
-    a->sbuf = tr_malloc(12 + a->scap);
+    a->smax = max;
+    a->scap = PDU_HEADER_SIZE + (size_t)max + SEND_GATHER;
+    a->sbuf = tr_malloc(a->scap);
     if (!a->sbuf)
         return tr_error_set(err, TR_ENOMEM, "out of memory");
+    a->sready = a->slen = a->spdv = 0;
     return 0;
 }
 
@@ -806,20 +818,85 @@ unsigned dul_state(const struct dul_assoc *a)
 
 /* ---- data transfer ------------------------------------------------------------------------ */
 
-static int flush_pdv(struct dul_assoc *a, bool last, struct tr_error *err)
+/* PS3.8 9.3.5: a P-DATA-TF PDU carries one or more PDV items, each a fragment of one command
+ * or one data set (annex E). What goes into one PDU here: the fragments of one message, in
+ * order - the command's, the last of them flagged, then the data set's - as many as fit the
+ * peer's maximum. A command always starts a new PDU, so a PDU never holds two messages. */
+
+/* Close the open PDV item: its length and message control header (E.2). */
+static void close_pdv(struct dul_assoc *a, bool last)
 {
+    uint8_t *h = a->sbuf + a->spdv;
+    tr_put_be32(h, (uint32_t)(a->slen - a->spdv - 4));
+    h[4] = a->spc;
+    h[5] = (uint8_t)((a->scommand ? 0x01 : 0) | (last ? 0x02 : 0));
+    a->spdv = 0;
+}
+
+/* Close the PDU being filled (an open PDV item is closed as not the last fragment). */
+static void close_pdu(struct dul_assoc *a)
+{
+    if (a->slen == a->sready)
+        return;
+    if (a->spdv)
+        close_pdv(a, false);
+    uint8_t *h = a->sbuf + a->sready;
+    h[0] = PDU_P_DATA_TF;
+    h[1] = 0;
+    tr_put_be32(h + 2, (uint32_t)(a->slen - a->sready - PDU_HEADER_SIZE));
+    a->sready = a->slen;
+}
+
+/* Write the whole PDUs; the PDU being filled moves to the front of the buffer. */
+static int write_ready(struct dul_assoc *a, struct tr_error *err)
+{
+    if (!a->sready)
+        return 0;
     /* Evt9: P-DATA request: DT-1 in Sta6, AR-7 in Sta8. */
     enum action act = lookup(a, EVT9);
     if (act != DT_1 && act != AR_7)
         return tr_error_set(err, TR_EINVAL, "cannot send data in state \"%s\"",
                             state_text(a->state));
-    pdu_encode_pdata_header(a->spc, a->scommand, last, (uint32_t)a->slen, a->sbuf);
-    int rc = net_write_all(a->conn, a->sbuf, 12 + a->slen, a->cfg.timeout_ms);
-    a->slen = 0;
+    int rc = net_write_all(a->conn, a->sbuf, a->sready, a->cfg.timeout_ms);
+    size_t open = a->slen - a->sready;
+    if (open)
+        memmove(a->sbuf, a->sbuf + a->sready, open);
+    if (a->spdv)
+        a->spdv -= a->sready;
+    a->slen = open;
+    a->sready = 0;
     if (rc)
         return tr_error_set(err, rc, "cannot send to %s: %s", net_peer_address(a->conn),
                             tr_strerror(rc));
     return 0;
+}
+
+/* Make room for n more bytes at the end of the buffer (n <= one PDU). */
+static int reserve(struct dul_assoc *a, size_t n, struct tr_error *err)
+{
+    return a->slen + n <= a->scap ? 0 : write_ready(a, err);
+}
+
+int dul_flush(struct dul_assoc *a, struct tr_error *err)
+{
+    if (!a->conn)
+        return tr_error_set(err, TR_ECLOSED, "the association is closed");
+    close_pdu(a);
+    return write_ready(a, err);
+}
+
+void dul_batch_begin(struct dul_assoc *a)
+{
+    a->sbatch++;
+}
+
+int dul_batch_end(struct dul_assoc *a, struct tr_error *err)
+{
+    if (a->sbatch && --a->sbatch)
+        return 0;
+    if (!a->conn)
+        return tr_error_set(err, TR_ECLOSED, "the association is closed");
+    return dul_flush(a, err);
 }
 
 int dul_send(struct dul_assoc *a, uint8_t pc, bool command, const void *data, size_t len,
@@ -827,33 +904,76 @@ int dul_send(struct dul_assoc *a, uint8_t pc, bool command, const void *data, si
 {
     if (!a->conn)
         return tr_error_set(err, TR_ECLOSED, "the association is closed");
-    if (a->slen && (a->spc != pc || a->scommand != command))
+    /* The common case first (a data set is written element by element): more of the open PDV
+     * item, with room for it in this PDU and in the buffer. */
+    if (a->spdv && a->spc == pc && a->scommand == command && !last && len &&
+        len <= a->smax - (a->slen - a->sready - PDU_HEADER_SIZE) && len <= a->scap - a->slen) {
+        memcpy(a->sbuf + a->slen, data, len);
+        a->slen += len;
+        return 0;
+    }
+    enum action act = lookup(a, EVT9);
+    if (act != DT_1 && act != AR_7)
+        return tr_error_set(err, TR_EINVAL, "cannot send data in state \"%s\"",
+                            state_text(a->state));
+    if (a->spdv && (a->spc != pc || a->scommand != command))
         return tr_error_set(err, TR_EINVAL, "a message fragment is still pending on another "
                                             "context or part");
-    a->spc = pc;
-    a->scommand = command;
+    if (!len && !last)
+        return 0;
+    if (!a->spdv && command)
+        close_pdu(a); /* a new message: a new PDU */
     const uint8_t *p = data;
-    while (len) {
-        if (a->slen == a->scap) {
-            int rc = flush_pdv(a, false, err);
-            if (rc)
+    int rc;
+    for (;;) {
+        if (a->slen == a->sready) { /* open a PDU */
+            if ((rc = reserve(a, PDU_HEADER_SIZE + 6, err)))
                 return rc;
+            a->slen += PDU_HEADER_SIZE;
         }
-        size_t n = TR_MIN(len, a->scap - a->slen);
-        memcpy(a->sbuf + 12 + a->slen, p, n);
-        a->slen += n;
-        p += n;
-        len -= n;
+        size_t body = a->slen - a->sready - PDU_HEADER_SIZE;
+        if (!a->spdv) { /* open a PDV item, if the PDU has room for it and some data */
+            if (a->smax - body < 6 + (len ? 1 : 0)) {
+                close_pdu(a);
+                continue;
+            }
+            if ((rc = reserve(a, 6, err)))
+                return rc;
+            a->spdv = a->slen;
+            a->spc = pc;
+            a->scommand = command;
+            a->slen += 6;
+            body += 6;
+        }
+        size_t n = TR_MIN(len, a->smax - body);
+        if (n) {
+            if ((rc = reserve(a, n, err)))
+                return rc;
+            memcpy(a->sbuf + a->slen, p, n);
+            a->slen += n;
+            p += n;
+            len -= n;
+        }
+        if (!len)
+            break;
+        close_pdu(a); /* full; the rest goes into the next one */
     }
-    if (last)
-        return flush_pdv(a, true, err);
-    return 0;
+    if (!last)
+        return 0;
+    close_pdv(a, true);
+    return a->sbatch ? 0 : dul_flush(a, err);
 }
 
 int dul_receive(struct dul_assoc *a, int timeout_ms, struct pdu_pdv *pdv, struct tr_error *err)
 {
     if (!a->conn)
         return tr_error_set(err, TR_ECLOSED, "the association is closed");
+    if (a->slen) {
+        /* What is gathered goes out before we wait for the peer (it may wait for it). */
+        int rc = dul_flush(a, err);
+        if (rc)
+            return rc;
+    }
     if (timeout_ms < 0)
         timeout_ms = a->cfg.timeout_ms;
     for (;;) {
@@ -922,6 +1042,11 @@ int dul_release(struct dul_assoc *a, struct tr_error *err)
         return tr_error_set(err, TR_ECLOSED, "the association is closed");
     if (lookup(a, EVT11) != AR_1)
         return tr_error_set(err, TR_EINVAL, "cannot release in state \"%s\"", state_text(a->state));
+    if (a->slen) {
+        int frc = dul_flush(a, err);
+        if (frc)
+            return frc;
+    }
     /* AR-1: send A-RELEASE-RQ -> Sta7. */
     struct tr_buf b;
     tr_buf_init(&b, 64);
@@ -970,6 +1095,12 @@ int dul_release_reply(struct dul_assoc *a, struct tr_error *err)
     if (lookup(a, EVT14) != AR_4)
         return tr_error_set(err, TR_EINVAL, "no release to answer in state \"%s\"",
                             state_text(a->state));
+    if (a->slen) {
+        /* Data sent in Sta8 (AR-7) goes before the A-RELEASE-RP. */
+        int frc = dul_flush(a, err);
+        if (frc)
+            return frc;
+    }
     /* AR-4: send A-RELEASE-RP, start ARTIM -> Sta13. */
     struct tr_buf b;
     tr_buf_init(&b, 64);
@@ -984,7 +1115,9 @@ void dul_abort(struct dul_assoc *a, uint8_t source, uint8_t reason)
 {
     if (!a || !a->conn)
         return;
-    /* Evt15: AA-1 (send A-ABORT, start ARTIM -> Sta13); we close at once. */
+    /* Evt15: AA-1 (send A-ABORT, start ARTIM -> Sta13); we close at once. What was gathered
+     * for sending is dropped. */
+    a->sready = a->slen = a->spdv = 0;
     send_abort(a, source, reason);
     close_transport(a);
     a->state = STA1;

@@ -116,9 +116,25 @@ bool dul_is_requestor(const struct dul_assoc *a);
 /* ---- data transfer (PS3.8 9.3.5, PS3.7 annex E) ------------------------------------------ */
 
 /* Send part of a command or data set on context `pc`. Fragments are gathered and sent as
- * P-DATA-TF PDUs that fit the peer's maximum length; `last` ends the command or data set. */
+ * P-DATA-TF PDUs that fit the peer's maximum length (PS3.8 9.3.5, annex E): each PDU holds
+ * fragments of one message only (a command always starts a new PDU), the fragments of a data
+ * set follow its command's in the same PDU while they fit. `last` ends the command or data
+ * set; outside a batch it also writes everything gathered. */
 int dul_send(struct dul_assoc *a, uint8_t pc, bool command, const void *data, size_t len,
              bool last, struct tr_error *err);
+
+/* Batches: between dul_batch_begin and dul_batch_end, a `last` fragment does not write what
+ * is gathered, so that a command and its data set share a PDU, and the PDUs of several
+ * messages go out in one write. What is gathered is written when the buffer is full (one PDU
+ * at the peer's maximum plus 64 KiB), by dul_flush, by the outermost dul_batch_end, and
+ * before dul_receive, dul_release or dul_release_reply wait for the peer. Batches nest. The
+ * caller decides how long a message may wait: a batch is for messages that are ready one
+ * right after the other, not for holding one back while something slow happens. */
+void dul_batch_begin(struct dul_assoc *a);
+int dul_batch_end(struct dul_assoc *a, struct tr_error *err);
+/* Write everything gathered now (an unfinished command or data set continues in the next
+ * PDU). */
+int dul_flush(struct dul_assoc *a, struct tr_error *err);
 
 /* Receive the next presentation data value: 1 with *pdv filled (data valid until the next
  * call), 0 when the peer asked to release (answer with dul_release_reply), or a negative error:

@@ -283,13 +283,30 @@ struct find_emit {
     bool cancelled;
     struct tr_error *err;
     int rc;
-    unsigned sent; /* pending responses sent so far */
+    unsigned sent;     /* pending responses sent so far */
+    int64_t last_us;   /* when the previous one was sent */
+    struct tr_buf pending; /* the command set of a pending response, encoded once */
 };
 
 /* C-CANCEL is looked for before the first pending response and then every this many: a poll
  * per match was a quarter of a large C-FIND's time (bench/README.md, scale.py); a cancel
  * still stops the answer within this many matches. */
 #define CANCEL_CHECK_EVERY 16
+
+/* Pending responses are gathered (dul_batch_begin) and written together: the first one at
+ * once, then every CANCEL_CHECK_EVERY (before looking for a C-CANCEL), and the rest with the
+ * final response - one write for up to 16 responses instead of two each (bench/README.md,
+ * scale.py). When matches come slowly (more than this between two, e.g. each read from an
+ * object's header), each is written as soon as it is made: a response never waits for a
+ * slow next match, only for at most 15 quick ones. */
+#define SLOW_MATCH_US 1000
+
+static int64_t monotonic_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
 
 /* Has the peer sent C-CANCEL for this message? Reads it if so. */
 static bool check_cancel(struct dul_assoc *a, uint16_t id, int *rc, struct tr_error *err)
@@ -317,20 +334,28 @@ static int emit_match(void *ctx, const struct dcm_dataset *match)
     struct find_emit *fe = ctx;
     if (fe->cancelled || fe->rc)
         return -1;
-    if (fe->sent++ % CANCEL_CHECK_EVERY == 0 &&
+    if (fe->sent % CANCEL_CHECK_EVERY == 0 &&
         check_cancel(fe->a, fe->m->message_id, &fe->rc, fe->err)) {
         fe->cancelled = fe->rc == 0;
         return -1;
     }
-    struct dcm_dataset *cmd = dimse_response_new(fe->m, DIMSE_STATUS_PENDING, true);
-    if (!cmd) {
-        fe->rc = tr_error_set(fe->err, TR_ENOMEM, "out of memory");
-        return -1;
+    if (!fe->pending.len) {
+        struct dcm_dataset *cmd = dimse_response_new(fe->m, DIMSE_STATUS_PENDING, true);
+        fe->rc = cmd ? dimse_encode_command(cmd, &fe->pending, fe->err)
+                     : tr_error_set(fe->err, TR_ENOMEM, "out of memory");
+        dcm_dataset_free(cmd);
+        if (fe->rc)
+            return -1;
     }
-    fe->rc = dimse_send_command(fe->a, fe->m->pc, cmd, fe->err);
-    dcm_dataset_free(cmd);
-    if (fe->rc == 0)
-        fe->rc = dimse_send_dataset(fe->a, fe->m->pc, match, fe->err);
+    fe->rc = dimse_send_encoded(fe->a, fe->m->pc, fe->pending.data, fe->pending.len, match,
+                                fe->err);
+    if (fe->rc)
+        return -1;
+    fe->sent++;
+    int64_t now = monotonic_us();
+    if (fe->sent == 1 || fe->sent % CANCEL_CHECK_EVERY == 0 || now - fe->last_us > SLOW_MATCH_US)
+        fe->rc = dul_flush(fe->a, fe->err);
+    fe->last_us = now;
     return fe->rc ? -1 : 0;
 }
 
@@ -347,18 +372,25 @@ static int serve_find(struct conn_ctx *cc, struct dul_assoc *a, const struct dim
         return respond(a, m, DIMSE_STATUS_CANNOT_UNDERSTAND, "the identifier cannot be read",
                        err);
     }
-    struct find_emit fe = {a, m, false, err, 0, 0};
+    struct find_emit fe = {.a = a, .m = m, .err = err};
+    tr_buf_init(&fe.pending, 1u << 16);
     char comment[65] = "";
+    dul_batch_begin(a); /* the pending responses, and the final one with the last of them */
     uint16_t status = s->h.find(s->h.ctx, &cc->peer, m->sop_class, identifier, emit_match, &fe,
                                 comment, sizeof(comment));
     dcm_dataset_free(identifier);
-    if (fe.rc)
+    tr_buf_release(&fe.pending);
+    if (fe.rc) {
+        dul_batch_end(a, NULL);
         return fe.rc;
+    }
     if (fe.cancelled)
         status = DIMSE_STATUS_CANCEL;
     logf_(s, SCP_LOG_DEBUG, "association %llu: C-FIND from %s: %04X", (unsigned long long)cc->id,
           cc->calling, status);
-    return respond(a, m, status, comment, err);
+    rc = respond(a, m, status, comment, err);
+    int erc = dul_batch_end(a, rc ? NULL : err);
+    return rc ? rc : erc;
 }
 
 /* ---- C-MOVE and C-GET --------------------------------------------------------------------- */

@@ -128,10 +128,8 @@ static int send_request(struct dul_assoc *a, uint8_t pc, struct dcm_dataset *cmd
 {
     if (!cmd)
         return tr_error_set(err, TR_ENOMEM, "out of memory");
-    int rc = dimse_send_command(a, pc, cmd, err);
+    int rc = dimse_send_message(a, pc, cmd, data, err);
     dcm_dataset_free(cmd);
-    if (rc == 0 && data)
-        rc = dimse_send_dataset(a, pc, data, err);
     return rc;
 }
 

@@ -68,7 +68,16 @@ struct net_conn {
     char peer_address[NET_ADDRESS_MAX];
     char server_name[NET_NAME_MAX]; /* client: the name the certificate must carry */
     struct tr_error error;          /* last failure of a read, write or wait */
+    /* Bytes received but not read yet: small reads (a PDU header, a small PDU, a TLS record
+     * header) are served from one recv of up to NET_READ_BUFFER bytes. */
+    unsigned char *rbuf;            /* tr_malloc'd at the first small read */
+    size_t rpos, rlen;
 };
+
+/* A P-DATA-TF PDU of a C-FIND response is a few hundred bytes: read one by one, each cost two
+ * recv calls (header, body); through this buffer a recv brings many (bench/README.md,
+ * scale.py). Reads this large or larger go straight into the caller's memory. */
+#define NET_READ_BUFFER 16384
 
 /* ---- time and waiting ---- */
 
@@ -559,12 +568,36 @@ static int bio_write(BIO *b, const char *data, size_t len, size_t *written)
     }
 }
 
+/* recv(2) through the connection's read buffer: > 0 bytes, 0 at the end of the stream, -1
+ * with errno. */
+static ssize_t buffered_recv(struct net_conn *c, void *data, size_t len)
+{
+    if (c->rpos < c->rlen) {
+        size_t n = TR_MIN(len, c->rlen - c->rpos);
+        memcpy(data, c->rbuf + c->rpos, n);
+        c->rpos += n;
+        return (ssize_t)n;
+    }
+    if (len >= NET_READ_BUFFER)
+        return recv(c->fd, data, len, 0);
+    if (!c->rbuf && !(c->rbuf = tr_malloc(NET_READ_BUFFER)))
+        return recv(c->fd, data, len, 0); /* no buffer: unbuffered, still correct */
+    ssize_t got = recv(c->fd, c->rbuf, NET_READ_BUFFER, 0);
+    if (got <= 0)
+        return got;
+    size_t n = TR_MIN(len, (size_t)got);
+    memcpy(data, c->rbuf, n);
+    c->rpos = n;
+    c->rlen = (size_t)got;
+    return (ssize_t)n;
+}
+
 static int bio_read(BIO *b, char *data, size_t len, size_t *readbytes)
 {
     struct net_conn *c = BIO_get_data(b);
     BIO_clear_retry_flags(b);
     for (;;) {
-        ssize_t n = recv(c->fd, data, len, 0);
+        ssize_t n = buffered_recv(c, data, len);
         if (n > 0) {
             *readbytes = (size_t)n;
             return 1;
@@ -993,7 +1026,7 @@ static ssize_t conn_read(struct net_conn *c, void *buf, size_t n, int64_t deadli
         }
     }
     for (;;) {
-        ssize_t got = recv(c->fd, buf, n, 0);
+        ssize_t got = buffered_recv(c, buf, n);
         if (got > 0)
             return got;
         if (got == 0)
@@ -1121,6 +1154,8 @@ int net_wait_readable(struct net_conn *c, int timeout_ms)
                                  strerror(errno));
         }
     }
+    if (c->rpos < c->rlen)
+        return 1;
     for (;;) {
         unsigned char byte;
         ssize_t got = recv(c->fd, &byte, 1, MSG_PEEK);
@@ -1135,6 +1170,8 @@ int net_wait_readable(struct net_conn *c, int timeout_ms)
         if (e != EAGAIN && e != EWOULDBLOCK)
             return conn_fail(c, errno_is_closed(e) ? TR_ECLOSED : TR_EIO, "%s %s: %s", what,
                              c->peer_address, strerror(e));
+        if (timeout_ms == 0)
+            return 0; /* a look, not a wait: the recv said it all (no poll to say it again) */
         int w = wait_fd(c->fd, POLLIN, deadline);
         if (w == 0)
             return 0;
@@ -1169,6 +1206,7 @@ void net_close(struct net_conn *c)
         close(c->fd);
     }
     tr_free(c->peer_subject);
+    tr_free(c->rbuf);
     tr_free(c);
 }
 

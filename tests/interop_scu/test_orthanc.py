@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""telerad echo, send, find, move and get against Orthanc (Debian's orthanc package).
+"""telerad echo, send, find, move and get against Orthanc (Debian's orthanc package), and
+Orthanc's C-FIND against `telerad serve`.
 
 usage: test_orthanc.py TELERAD
 
@@ -288,6 +289,32 @@ def main():
                           "PatientName=", "127.0.0.1", str(DICOM_PORT)])
         c.check(rc == 1, "find from an AE Orthanc does not know: exit 1 (%s)"
                 % (se.strip().splitlines() or ["?"])[-1], describe(rc, so, se))
+
+        # The other way round: Orthanc's C-FIND to `telerad serve` (its modality "telerad",
+        # port 11112), whose pending responses come as one P-DATA-TF each (command and data
+        # set PDVs, PS3.8 9.3.5), up to 16 of them to a write.
+        peers.append(Peer("telerad-serve", [telerad, "serve", "--data",
+                                            os.path.join(work, "serve-data"), "--dicom-port",
+                                            "11112", "--http-port", "0"], work, port=11112))
+        rc, so, se = run([telerad, "send", "-aec", "TELERAD", "127.0.0.1", "11112",
+                          os.path.join(work, "src")])
+        c.check(rc == 0 and "sent 30 of 30 files" in so, "send of the 30 images to telerad serve",
+                describe(rc, so, se))
+        for level, query, want in (
+                ("Instance", {"StudyInstanceUID": studies[0]["uid"], "SOPInstanceUID": ""},
+                 ("SOPInstanceUID", set(studies[0]["images"]))),
+                ("Study", {"StudyInstanceUID": "", "PatientName": ""},
+                 ("StudyInstanceUID", {st["uid"] for st in studies}))):
+            q = rest_post("/modalities/telerad/query",
+                          json.dumps({"Level": level, "Query": query}))
+            got = []
+            for i in rest("/queries/%s/answers" % q["ID"]):
+                got.append(rest("/queries/%s/answers/%s/content?simplify" % (q["ID"], i))
+                           .get(want[0]))
+            c.check(sorted(got) == sorted(want[1]),
+                    "Orthanc's C-FIND to telerad serve at %s level: %d answers, each %s once"
+                    % (level.upper(), len(got), want[0]),
+                    "got %s\nwanted %s" % (sorted(got), sorted(want[1])))
     except (RuntimeError, OSError) as e:
         c.check(False, "set-up or REST call", str(e))
     finally:

@@ -102,6 +102,7 @@ struct handler_state {
     /* C-FIND */
     unsigned find_matches;      /* how many to emit */
     size_t find_match_size;     /* bytes of OB in each match (0: none) */
+    int find_sleep_ms;          /* pause before each match after the first */
     atomic_uint find_emitted;   /* emit calls that sent */
     atomic_bool find_stopped;   /* emit returned negative */
     /* log */
@@ -221,6 +222,8 @@ static uint16_t h_find(void *ctx, const struct scp_peer *peer, const char *model
             blob[i] = (uint8_t)(i * 7 + 3);
     }
     for (unsigned i = 0; i < hs.find_matches; i++) {
+        if (i && hs.find_sleep_ms)
+            sleep_ms(hs.find_sleep_ms);
         char name[32];
         snprintf(name, sizeof(name), "PATIENT^%u", i);
         dcm_dataset_set_string(match, 0x00100010, DCM_VR_PN, name);
@@ -1303,6 +1306,211 @@ static void test_max_pdu_server_to_peer(void **state)
     server_finish(&srv);
 }
 
+/* How the messages of a C-FIND answer lie in the PDUs, as a raw peer reads them. */
+struct find_layout {
+    unsigned pdus, pending;
+    unsigned packed;      /* pending responses whose data set begins in the command's PDU */
+    uint32_t largest;     /* largest P-DATA-TF body */
+    int final_status;
+    char why[256];        /* the first rule broken, "" if none */
+};
+
+/* Associate with maximum length `peer_max`, send a study-level C-FIND-RQ and read its answer
+ * PDU by PDU up to the final response, checking PS3.8 9.3.5 and annex E as we go: every PDU
+ * fits peer_max; the command's fragments come before the data set's, the command's last
+ * fragment flagged; and (telerad's own rule) a PDU holds fragments of one message only, a
+ * command always starting a PDU. */
+static void raw_find(int port, uint32_t peer_max, struct find_layout *L)
+{
+    memset(L, 0, sizeof(*L));
+    L->final_status = -1;
+    struct pdu_associate *rq = raw_rq(SERVER_AE, peer_max);
+    scu_add_context(rq, SCU_STUDY_ROOT_FIND, implicit_only);
+    int fd;
+    struct raw_pdu p;
+    raw_associate(port, rq, &fd, &p);
+    rq_free(rq);
+    assert_int_equal(p.type, PDU_ASSOCIATE_AC);
+    free(p.body);
+    struct dcm_dataset *cmd = dimse_command_new(DIMSE_C_FIND_RQ, 1, SCU_STUDY_ROOT_FIND, NULL, true);
+    dcm_dataset_set_int(cmd, 0x00000700, DCM_VR_US, 0);
+    struct tr_buf cb;
+    encode_command(cmd, &cb);
+    dcm_dataset_free(cmd);
+    raw_send_pdv(fd, 1, true, true, cb.data, cb.len);
+    tr_buf_release(&cb);
+    struct dcm_dataset *id = dcm_dataset_new();
+    dcm_dataset_set_string(id, 0x00080052, DCM_VR_CS, "STUDY");
+    dcm_dataset_set_empty(id, 0x00100010, DCM_VR_PN);
+    struct tr_buf ib;
+    tr_buf_init(&ib, 1 << 20);
+    struct tr_sink s = tr_sink_buf(&ib);
+    assert_int_equal(dcm_dataset_write(id, DCM_UID_ImplicitVRLittleEndian, NULL, &s, NULL), 0);
+    dcm_dataset_free(id);
+    raw_send_pdv(fd, 1, false, true, ib.data, ib.len);
+    tr_buf_release(&ib);
+
+    struct tr_buf cmdbuf;
+    tr_buf_init(&cmdbuf, 1 << 20);
+    enum { WANT_COMMAND, IN_COMMAND, WANT_DATASET, IN_DATASET } at = WANT_COMMAND;
+    bool pending = false;
+    while (L->final_status < 0 || at != WANT_COMMAND) {
+        assert_int_equal(raw_read_pdu(fd, &p, LONG_MS), 0);
+        assert_int_equal(p.type, PDU_P_DATA_TF);
+        L->pdus++;
+        if (p.length > L->largest)
+            L->largest = p.length;
+        if (p.length > peer_max && !L->why[0])
+            snprintf(L->why, sizeof(L->why), "a P-DATA-TF of %u bytes, maximum %u", p.length,
+                     peer_max);
+        size_t pos = 0;
+        struct pdu_pdv pdv;
+        int n;
+        bool first = true, command_ended_here = false;
+        while ((n = pdu_next_pdv(p.body, p.length, &pos, &pdv, NULL)) > 0) {
+            if (at == WANT_COMMAND && !first && !L->why[0])
+                snprintf(L->why, sizeof(L->why), "PDU %u holds a second message", L->pdus);
+            if (at == WANT_COMMAND && !pdv.command && !L->why[0])
+                snprintf(L->why, sizeof(L->why), "PDU %u: a data set before its command",
+                         L->pdus);
+            if (pdv.command && (at == WANT_DATASET || at == IN_DATASET) && !L->why[0])
+                snprintf(L->why, sizeof(L->why), "PDU %u: a command inside a data set", L->pdus);
+            if (pdv.command) {
+                assert_int_equal(tr_buf_add(&cmdbuf, pdv.data, pdv.length), 0);
+                at = IN_COMMAND;
+                if (pdv.last) {
+                    struct dimse_message m;
+                    m.pc = pdv.context_id;
+                    assert_int_equal(dimse_parse_command_set(cmdbuf.data, cmdbuf.len, &m, NULL),
+                                     0);
+                    tr_buf_reset(&cmdbuf);
+                    assert_int_equal(m.command_field, DIMSE_C_FIND_RSP);
+                    pending = dimse_status_is_pending(m.status);
+                    if (pending)
+                        L->pending++;
+                    else
+                        L->final_status = m.status;
+                    at = m.has_dataset ? WANT_DATASET : WANT_COMMAND;
+                    command_ended_here = true;
+                    dimse_message_release(&m);
+                }
+            } else {
+                if (at == WANT_DATASET && pending && command_ended_here)
+                    L->packed++;
+                at = pdv.last ? WANT_COMMAND : IN_DATASET;
+            }
+            first = false;
+        }
+        assert_int_equal(n, 0);
+        free(p.body);
+    }
+    tr_buf_release(&cmdbuf);
+    struct tr_buf b;
+    tr_buf_init(&b, 64);
+    pdu_encode_release_rq(&b);
+    raw_send_buf(fd, &b);
+    assert_int_equal(raw_read_pdu(fd, &p, LONG_MS), 0);
+    assert_int_equal(p.type, PDU_RELEASE_RP);
+    free(p.body);
+    close(fd);
+}
+
+/* A pending C-FIND response goes as one P-DATA-TF PDU with two PDVs, the command's and the
+ * data set's, when it fits the peer's maximum (PS3.8 9.3.5 allows several PDVs in a PDU); a
+ * larger one is split over PDUs that fit, its data set beginning in the command's PDU. */
+static void test_find_response_in_one_pdu(void **state)
+{
+    (void)state;
+    struct server_options o;
+    server_options_init(&o);
+    o.find = true;
+    struct server srv;
+    server_start(&srv, &o);
+    static const struct {
+        uint32_t peer_max;
+        size_t match_size;
+    } cases[] = {{4096, 0}, {16384, 0}, {262144, 0}, {4096, 10000}, {16384, 100000}};
+    for (size_t k = 0; k < TR_ARRAY_SIZE(cases); k++) {
+        hs.find_matches = 40; /* more than two batches of 16 */
+        hs.find_match_size = cases[k].match_size;
+        atomic_store(&hs.find_emitted, 0);
+        struct find_layout L;
+        raw_find(srv.port, cases[k].peer_max, &L);
+        show("peer max %u, matches of %zu bytes: %u PDUs for %u pending responses (%u packed), "
+             "largest %u\n", cases[k].peer_max, cases[k].match_size, L.pdus, L.pending,
+             L.packed, L.largest);
+        if (L.why[0])
+            fail_msg("peer max %u: %s", cases[k].peer_max, L.why);
+        assert_int_equal(L.final_status, DIMSE_STATUS_SUCCESS);
+        assert_int_equal(L.pending, 40);
+        assert_int_equal(L.packed, 40);
+        assert_true(L.largest <= cases[k].peer_max);
+        if (!cases[k].match_size)
+            assert_int_equal(L.pdus, 41); /* one per response and the final one */
+        else
+            assert_true(L.pdus > 40 * (cases[k].match_size / cases[k].peer_max));
+    }
+    hs.find_match_size = 0;
+    assert_true(wait_active(&srv, 0, LONG_MS));
+    server_finish(&srv);
+}
+
+struct arrival_ctx {
+    unsigned seen;
+    int64_t at[8];
+};
+
+static int note_arrival(void *ctx, const struct dcm_dataset *match)
+{
+    (void)match;
+    struct arrival_ctx *ac = ctx;
+    if (ac->seen < TR_ARRAY_SIZE(ac->at))
+        ac->at[ac->seen] = now_ms();
+    ac->seen++;
+    return 0;
+}
+
+/* The SCP gathers pending responses for one write, but a match that comes slowly (here 60 ms
+ * after the one before) is not held back until the next one: each arrives as it is made. */
+static void test_find_slow_matches_not_held(void **state)
+{
+    (void)state;
+    struct server_options o;
+    server_options_init(&o);
+    o.find = true;
+    struct server srv;
+    server_start(&srv, &o);
+    hs.find_matches = 4;
+    hs.find_sleep_ms = 60;
+    struct pdu_associate *rq = rq_new(SERVER_AE);
+    scu_add_context(rq, SCU_STUDY_ROOT_FIND, plain_ts);
+    struct dul_assoc *a = NULL;
+    struct tr_error err = TR_ERROR_INIT;
+    if (associate_rq(srv.port, rq, &a, &err))
+        fail_msg("%s", err.message);
+    struct dcm_dataset *id = dcm_dataset_new();
+    dcm_dataset_set_string(id, 0x00080052, DCM_VR_CS, "STUDY");
+    dcm_dataset_set_empty(id, 0x00100010, DCM_VR_PN);
+    struct arrival_ctx ac = {0};
+    uint16_t status = 0;
+    int64_t t0 = now_ms();
+    if (scu_find(a, SCU_STUDY_ROOT_FIND, id, 0, note_arrival, &ac, &status, &err))
+        fail_msg("%s", err.message);
+    int64_t t1 = now_ms();
+    print_message("4 matches 60 ms apart: arrived after %lld, %lld, %lld, %lld ms; final after "
+                  "%lld ms\n", (long long)(ac.at[0] - t0), (long long)(ac.at[1] - t0),
+                  (long long)(ac.at[2] - t0), (long long)(ac.at[3] - t0), (long long)(t1 - t0));
+    assert_int_equal(status, DIMSE_STATUS_SUCCESS);
+    assert_int_equal(ac.seen, 4);
+    /* Spread over the time they took to make, not delivered together at the end. */
+    for (unsigned i = 1; i < 4; i++)
+        assert_true(ac.at[i] - ac.at[i - 1] >= 30);
+    dcm_dataset_free(id);
+    release_ok(a);
+    hs.find_sleep_ms = 0;
+    server_finish(&srv);
+}
+
 /* A raw acceptor with a small maximum: telerad's requestor must fit its PDUs to it. */
 struct small_acceptor {
     int listen_fd;
@@ -2129,6 +2337,8 @@ int main(void)
         cmocka_unit_test(test_idle_timeout),
         cmocka_unit_test(test_store_300mb_bounded_memory),
         cmocka_unit_test(test_find_cancel),
+        cmocka_unit_test(test_find_response_in_one_pdu),
+        cmocka_unit_test(test_find_slow_matches_not_held),
         cmocka_unit_test(test_slow_peer_does_not_block_others),
         cmocka_unit_test(test_parse_command_set),
     };

@@ -486,6 +486,23 @@ static void builder_release(struct builder *b)
 
 /* ---- C-FIND / QIDO ------------------------------------------------------------------------ */
 
+/* snprintf(out, size, "%s", text) without its cost (twice per match). */
+static void copy_text(char *out, size_t size, const char *text)
+{
+    size_t n = strnlen(text, size - 1);
+    memcpy(out, text, n);
+    out[n] = '\0';
+}
+
+static bool is_ascii(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)s[i] >= 0x80 || s[i] == 0x1B)
+            return false;
+    }
+    return true;
+}
+
 static void put_value(struct dcm_dataset *ds, const struct key_def *k, struct db_stmt *st,
                       int col)
 {
@@ -498,10 +515,15 @@ static void put_value(struct dcm_dataset *ds, const struct key_def *k, struct db
         return;
     }
     const char *text = db_column_text(st, col);
-    if (!*text)
+    size_t len = strlen(text);
+    /* ASCII goes in as it is: dcm_dataset_set_string would store the same bytes when they
+     * pass its checks, and they are stored as received when they do not; its checks were
+     * most of the time a match took to build (bench/README.md, scale.py). Other text is
+     * UTF-8, which set_string declares (Specific Character Set). */
+    if (!len)
         dcm_dataset_set_empty(ds, k->tag, k->vr);
-    else if (dcm_dataset_set_string(ds, k->tag, k->vr, text) < 0)
-        dcm_dataset_set_bytes(ds, k->tag, k->vr, text, strlen(text)); /* stored as received */
+    else if (is_ascii(text, len) || dcm_dataset_set_string(ds, k->tag, k->vr, text) < 0)
+        dcm_dataset_set_bytes(ds, k->tag, k->vr, text, len); /* stored as received */
 }
 
 int arc_index_query(struct arc_index *ix, const struct arc_query *q,
@@ -515,6 +537,7 @@ int arc_index_query(struct arc_index *ix, const struct arc_query *q,
     /* Columns: every known key at or above the level, then the site and a representative
      * object key. */
     const struct key_def *cols[TR_ARRAY_SIZE(key_defs)];
+    bool wanted[TR_ARRAY_SIZE(key_defs)];
     size_t ncols = 0;
     struct tr_buf sql;
     tr_buf_init(&sql, 1 << 20);
@@ -522,11 +545,13 @@ int arc_index_query(struct arc_index *ix, const struct arc_query *q,
     for (size_t i = 0; i < TR_ARRAY_SIZE(key_defs); i++) {
         if (key_defs[i].level > q->level)
             continue;
-        /* A count not asked for is not computed: the patient-level ones are three correlated
-         * subqueries per match (bench/README.md, scale.py, item 3). */
-        bool skip = key_defs[i].kind == K_COUNT && q->keys &&
-                    !dcm_dataset_get(q->keys, key_defs[i].tag);
-        tr_buf_addf(&sql, "%s%s", ncols ? ", " : "", skip ? "NULL" : key_defs[i].column);
+        /* Only the keys asked for (all of them without an identifier) are selected: a count
+         * not asked for is not computed (the patient-level ones are three correlated
+         * subqueries per match, bench/README.md, scale.py, item 3), a column not asked for
+         * not read. */
+        bool want = !q->keys || dcm_dataset_get(q->keys, key_defs[i].tag);
+        tr_buf_addf(&sql, "%s%s", ncols ? ", " : "", want ? key_defs[i].column : "NULL");
+        wanted[ncols] = want;
         cols[ncols++] = &key_defs[i];
     }
     const char *rep = q->level == ARC_LEVEL_IMAGE    ? "i.object_key"
@@ -565,12 +590,11 @@ int arc_index_query(struct arc_index *ix, const struct arc_query *q,
             break;
         }
         for (size_t c = 0; c < ncols; c++) {
-            /* Return the keys that were asked for (all of them when no identifier). */
-            if (!q->keys || dcm_dataset_get(q->keys, cols[c]->tag))
+            if (wanted[c])
                 put_value(m.attrs, cols[c], st, (int)c);
         }
-        snprintf(m.site, sizeof(m.site), "%s", db_column_text(st, (int)ncols));
-        snprintf(m.object_key, sizeof(m.object_key), "%s", db_column_text(st, (int)ncols + 1));
+        copy_text(m.site, sizeof(m.site), db_column_text(st, (int)ncols));
+        copy_text(m.object_key, sizeof(m.object_key), db_column_text(st, (int)ncols + 1));
         matches++;
         int stop = on_match(ctx, &m);
         dcm_dataset_free(m.attrs);
