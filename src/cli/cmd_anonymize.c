@@ -3,8 +3,13 @@
  * with the PS3.15 Annex E Basic Profile and its options (src/dicom/deid.h), keyed so that the
  * same key gives the same UIDs, pseudonyms and date shifts in every run.
  *
- * Files are read, de-identified and written by a pool of threads; each output is written to a
- * temporary name and renamed, so that DIR never holds a half-written file. Instances whose
+ * Files are read, de-identified and written by a pool of threads. Each output is written
+ * without a name (O_TMPFILE) and linked under its final name once whole, or, where the file
+ * system cannot, written to a temporary name and renamed: DIR never holds a half-written file
+ * under a final name (and after a crash, no temporary file either). The pixel data goes from
+ * the input file to the output inside the kernel (dcm_file_write_fd): it never passes through
+ * this process. Files found in folders are checked for "DICM" by the thread that reads them,
+ * not by the walk, so that a file is opened once. Instances whose
  * pixels may show identity (burned-in annotation) are held back unless --allow-burned-in.
  * Nothing of a patient (names, IDs) is ever printed: only paths, tags and counts.
  */
@@ -15,6 +20,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <getopt.h>
 #include <pthread.h>
@@ -73,66 +79,59 @@ static const char anonymize_help[] =
 
 /* ---- the list of files -------------------------------------------------------------------- */
 
+struct input {
+    char *path;
+    bool in_folder; /* found in a folder (taken only if it looks like DICOM), not named */
+};
+
 struct file_list {
-    char **path;
+    struct input *file;
     size_t count, cap;
 };
 
-static int add_file(struct file_list *l, const char *path)
+static int add_file(struct file_list *l, const char *path, bool in_folder)
 {
     if (l->count == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 256;
-        char **p = tr_reallocarray(l->path, cap, sizeof(*p));
+        struct input *p = tr_reallocarray(l->file, cap, sizeof(*p));
         if (!p)
             return TR_ENOMEM;
-        l->path = p;
+        l->file = p;
         l->cap = cap;
     }
-    if (!(l->path[l->count] = tr_strdup(path)))
+    struct input *in = &l->file[l->count];
+    if (!(in->path = tr_strdup(path)))
         return TR_ENOMEM;
+    in->in_folder = in_folder;
     l->count++;
     return 0;
 }
 
 static int compare_paths(const void *a, const void *b)
 {
-    return strcmp(*(char *const *)a, *(char *const *)b);
+    return strcmp(((const struct input *)a)->path, ((const struct input *)b)->path);
 }
 
 static void free_files(struct file_list *l)
 {
     for (size_t i = 0; i < l->count; i++)
-        tr_free(l->path[i]);
-    tr_free(l->path);
+        tr_free(l->file[i].path);
+    tr_free(l->file);
 }
 
 /* Files given by name are taken as they are; files found in folders only if they look like
- * DICOM ("DICM" at 128), others are counted as skipped. */
-static bool looks_like_dicom(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return true; /* let the reader say why */
-    unsigned char b[132];
-    size_t n = fread(b, 1, sizeof(b), f);
-    fclose(f);
-    return n == sizeof(b) && memcmp(b + 128, "DICM", 4) == 0;
-}
-
-static int walk(struct file_list *l, const char *path, int depth, size_t *skipped)
+ * DICOM ("DICM" at 128), others are counted as skipped (checked by the workers: see
+ * looks_like_dicom). A folder's regular files are taken from readdir's d_type without a
+ * stat; other entries (links, and file systems that do not fill d_type) are stat'd. */
+static int walk(struct file_list *l, const char *path, int depth)
 {
     struct stat st;
     if (stat(path, &st) < 0) {
         cli_error("anonymize: %s: %s", path, strerror(errno));
         return -1;
     }
-    if (S_ISREG(st.st_mode)) {
-        if (depth > 0 && !looks_like_dicom(path)) {
-            (*skipped)++;
-            return 0;
-        }
-        return add_file(l, path) < 0 ? -1 : 0;
-    }
+    if (S_ISREG(st.st_mode))
+        return add_file(l, path, depth > 0) < 0 ? -1 : 0;
     if (!S_ISDIR(st.st_mode) || depth > 64)
         return 0;
     DIR *d = opendir(path);
@@ -148,8 +147,12 @@ static int walk(struct file_list *l, const char *path, int depth, size_t *skippe
         char child[4096];
         if (snprintf(child, sizeof(child), "%s/%s", path, de->d_name) >= (int)sizeof(child))
             continue;
-        if (walk(l, child, depth + 1, skipped) < 0)
+        if (de->d_type == DT_REG) {
+            if (add_file(l, child, true) < 0)
+                rc = -1;
+        } else if (walk(l, child, depth + 1) < 0) {
             rc = -1;
+        }
     }
     closedir(d);
     return rc;
@@ -250,8 +253,12 @@ struct job {
     atomic_size_t next, written, failed, held, burned_written, duplicates;
     atomic_size_t replaced;  /* written, then replaced by an earlier input's file */
     atomic_size_t dicomdirs; /* not copied: a DICOMDIR describes the input's layout */
+    atomic_size_t skipped;   /* found in a folder, not DICOM */
     atomic_uint_fast64_t bytes;
-    pthread_mutex_t lock; /* report, failures, output */
+    long pid;               /* in the temporary names */
+    bool link_unnamed;      /* /proc/self/fd is there to link an O_TMPFILE file by */
+    atomic_bool named_only; /* the output file system has no O_TMPFILE: temporary names */
+    pthread_mutex_t lock;   /* report, failures, output */
     struct dcm_deid_report report;
     struct failure *failures;
     size_t failure_count, failure_cap;
@@ -351,20 +358,112 @@ static int make_dir(const char *path)
     return -1;
 }
 
-enum outcome { WRITTEN, FAILED, HELD_BACK, DUPLICATE, DICOMDIR };
+/* What one worker keeps from file to file. */
+struct worker {
+    unsigned id;         /* in the temporary names */
+    char made_dir[4096]; /* the study folder it created or found last ("" none) */
+};
+
+enum outcome { WRITTEN, FAILED, HELD_BACK, DUPLICATE, DICOMDIR, NOT_DICOM };
+
+/* "DICM" at byte 128 (PS3.10 7.1): what a file found in a folder must have to be taken. */
+static bool looks_like_dicom(int fd)
+{
+    unsigned char b[132];
+    ssize_t n;
+    do {
+        n = pread(fd, b, sizeof(b), 0);
+    } while (n < 0 && errno == EINTR);
+    return n == (ssize_t)sizeof(b) && memcmp(b + 128, "DICM", 4) == 0;
+}
+
+/* An output being written: an unnamed file in its folder, or one under `tmp`. */
+struct output {
+    int fd;
+    bool named; /* under tmp (no O_TMPFILE): renamed when published, unlinked if not */
+};
+
+/* Open the output in `dir` (created unless it is the worker's last): unnamed if the file
+ * system can, else under `tmp`. */
+static int open_output(struct job *job, struct worker *w, const char *dir, const char *tmp,
+                       struct output *out, struct tr_error *err)
+{
+    bool made = strcmp(dir, w->made_dir) == 0;
+    for (;;) {
+        if (!made && make_dir(dir) < 0)
+            return tr_error_set(err, TR_EIO, "cannot create %s: %s", dir, strerror(errno));
+        out->named = !job->link_unnamed || atomic_load(&job->named_only);
+        if (!out->named) {
+            out->fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
+            if (out->fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+                atomic_store(&job->named_only, true); /* not on this file system */
+                out->named = true;
+            }
+        }
+        if (out->named)
+            out->fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (out->fd < 0 && errno == ENOENT && made) {
+            made = false; /* the folder was removed since: make it again */
+            continue;
+        }
+        if (out->fd < 0)
+            return tr_error_set(err, TR_EIO, "cannot create a file in %s: %s", dir,
+                                strerror(errno));
+        snprintf(w->made_dir, sizeof(w->made_dir), "%s", dir);
+        return 0;
+    }
+}
+
+/* Give the whole output its final name, replacing a file of that name. */
+static int publish_output(const struct output *out, const char *tmp, const char *final,
+                          struct tr_error *err)
+{
+    if (!out->named) {
+        /* open(2), O_TMPFILE: linkat through /proc makes the unnamed file visible. */
+        char self[64];
+        snprintf(self, sizeof(self), "/proc/self/fd/%d", out->fd);
+        if (linkat(AT_FDCWD, self, AT_FDCWD, final, AT_SYMLINK_FOLLOW) == 0)
+            return 0;
+        if (errno != EEXIST)
+            return tr_error_set(err, TR_EIO, "cannot create %s: %s", final, strerror(errno));
+        /* Replace the file there whole: a temporary name, then a rename over it. */
+        if (linkat(AT_FDCWD, self, AT_FDCWD, tmp, AT_SYMLINK_FOLLOW) < 0)
+            return tr_error_set(err, TR_EIO, "cannot create %s: %s", tmp, strerror(errno));
+    }
+    if (rename(tmp, final) < 0) {
+        int e = errno;
+        unlink(tmp);
+        return tr_error_set(err, TR_EIO, "cannot rename to %s: %s", final, strerror(e));
+    }
+    return 0;
+}
 
 /* De-identify and write input `index`; a message in `reason` when it is not written. */
-static enum outcome process(struct job *job, unsigned worker, size_t index, char *reason,
+static enum outcome process(struct job *job, struct worker *w, size_t index, char *reason,
                             size_t size)
 {
-    const char *path = job->files->path[index];
+    const struct input *in = &job->files->file[index];
+    const char *path = in->path;
     struct dcm_read_options ropt;
     dcm_read_options_init(&ropt);
     struct dcm_file *f = NULL;
     struct tr_error err = TR_ERROR_INIT;
     struct dcm_deid_report report;
     dcm_deid_report_init(&report);
-    int rc = dcm_file_read(path, &ropt, &f, &err);
+    int rc;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        rc = tr_error_set(&err, errno == ENOENT ? TR_ENOTFOUND : TR_EIO, "cannot open: %s",
+                          strerror(errno));
+    } else {
+        /* A file read without error has "DICM" at 128 (no allow_no_meta): only a failed
+         * read asks whether a file found in a folder was DICOM at all. */
+        rc = dcm_file_read_fd(fd, &ropt, &f, &err);
+        if (rc && in->in_folder && !looks_like_dicom(fd)) {
+            close(fd);
+            return NOT_DICOM;
+        }
+    }
     char sop_class[DCM_UID_MAX + 1] = "";
     if (rc == 0 &&
         (dcm_dataset_get_uid(f->dataset, DCM_TAG_SOPClassUID, sop_class, sizeof(sop_class)) == 0 ||
@@ -372,49 +471,55 @@ static enum outcome process(struct job *job, unsigned worker, size_t index, char
                              sizeof(sop_class)) == 0) &&
         strcmp(sop_class, "1.2.840.10008.1.3.10") == 0) {
         dcm_file_free(f);
+        close(fd);
         return DICOMDIR;
     }
     if (rc == 0)
         rc = dcm_deid_file(f, job->opt, &report, &err);
+    enum outcome outcome = FAILED;
+    char study[DCM_UID_MAX + 1], sop[DCM_UID_MAX + 1];
+    char dir[4096], tmp[4096], final[4096];
+    uint64_t bytes = 0;
+    struct output out = {.fd = -1};
     if (rc) {
         set_reason(reason, size, "%s", err.message[0] ? err.message : tr_strerror(rc));
-        dcm_file_free(f);
-        return FAILED;
-    }
-    if ((report.flags & DCM_DEID_FLAGS_PIXELS) && !job->allow_burned_in) {
+    } else if ((report.flags & DCM_DEID_FLAGS_PIXELS) && !job->allow_burned_in) {
         set_reason(reason, size,
                    "held back: its pixels may show identity (%s); --allow-burned-in writes it",
                    burned_in_reason(report.flags));
-        dcm_file_free(f);
-        return HELD_BACK;
-    }
-    char study[DCM_UID_MAX + 1], sop[DCM_UID_MAX + 1];
-    if (dcm_dataset_get_uid(f->dataset, DCM_TAG_SOPInstanceUID, sop, sizeof(sop)) < 0) {
+        outcome = HELD_BACK;
+    } else if (dcm_dataset_get_uid(f->dataset, DCM_TAG_SOPInstanceUID, sop, sizeof(sop)) < 0) {
         set_reason(reason, size, "no SOP Instance UID (0008,0018): cannot name the output");
-        dcm_file_free(f);
-        return FAILED;
+    } else {
+        if (dcm_dataset_get_uid(f->dataset, DCM_TAG_StudyInstanceUID, study, sizeof(study)) < 0)
+            snprintf(study, sizeof(study), "no-study-uid");
+        if (snprintf(dir, sizeof(dir), "%s/%s", job->out_dir, study) >= (int)sizeof(dir) ||
+            snprintf(tmp, sizeof(tmp), "%s/.%s.%ld.%u.tmp", dir, sop, job->pid, w->id) >=
+                (int)sizeof(tmp) ||
+            snprintf(final, sizeof(final), "%s/%s.dcm", dir, sop) >= (int)sizeof(final)) {
+            set_reason(reason, size, "the output path is too long");
+        } else {
+            rc = open_output(job, w, dir, tmp, &out, &err);
+            if (rc == 0)
+                rc = dcm_file_write_fd(f, NULL, out.fd, fd, &bytes, &err);
+            /* A named file is closed before it is renamed (a failed close is a failed write);
+             * an unnamed one stays open to be linked. */
+            if (out.fd >= 0 && out.named) {
+                if (close(out.fd) < 0 && rc == 0)
+                    rc = tr_error_set(&err, TR_EIO, "cannot write %s: %s", tmp, strerror(errno));
+                out.fd = -1;
+            }
+            outcome = WRITTEN;
+        }
     }
-    if (dcm_dataset_get_uid(f->dataset, DCM_TAG_StudyInstanceUID, study, sizeof(study)) < 0)
-        snprintf(study, sizeof(study), "no-study-uid");
-    char dir[4096], tmp[4096], final[4096];
-    if (snprintf(dir, sizeof(dir), "%s/%s", job->out_dir, study) >= (int)sizeof(dir) ||
-        snprintf(tmp, sizeof(tmp), "%s/.%s.%ld.%u.tmp", dir, sop, (long)getpid(), worker) >=
-            (int)sizeof(tmp) ||
-        snprintf(final, sizeof(final), "%s/%s.dcm", dir, sop) >= (int)sizeof(final)) {
-        set_reason(reason, size, "the output path is too long");
-        dcm_file_free(f);
-        return FAILED;
-    }
-    if (make_dir(dir) < 0) {
-        set_reason(reason, size, "cannot create %s: %s", dir, strerror(errno));
-        dcm_file_free(f);
-        return FAILED;
-    }
-    rc = dcm_file_write_path(f, NULL, tmp, &err);
     dcm_file_free(f);
-    /* The rename happens under the lock, after the claim check: the file left in place is that
-     * of the first input (in path order) holding this instance. */
-    bool duplicate = false;
+    if (fd >= 0)
+        close(fd);
+    if (outcome != WRITTEN)
+        return outcome;
+    /* The output is named under the lock, after the claim check: the file left in place is
+     * that of the first input (in path order) holding this instance. */
+    bool duplicate = false, published = false;
     pthread_mutex_lock(&job->lock);
     bool created = false;
     struct claim *claim = rc ? NULL : claim_for(job, final, index, &created);
@@ -428,8 +533,16 @@ static enum outcome process(struct job *job, unsigned worker, size_t index, char
             atomic_fetch_add(&job->replaced, 1);
         }
         claim->input = index;
-        if (rename(tmp, final) < 0)
-            rc = tr_error_set(&err, TR_EIO, "cannot rename to %s: %s", final, strerror(errno));
+        rc = publish_output(&out, tmp, final, &err);
+        published = rc == 0;
+    }
+    if (out.fd >= 0) { /* unnamed: closed once linked (or dropped) */
+        if (close(out.fd) < 0 && published) {
+            rc = tr_error_set(&err, TR_EIO, "cannot write %s: %s", final, strerror(errno));
+            unlink(final);
+            published = false;
+        }
+        out.fd = -1;
     }
     if (rc == 0 && !duplicate) {
         dcm_deid_report_add(&job->report, &report);
@@ -437,51 +550,51 @@ static enum outcome process(struct job *job, unsigned worker, size_t index, char
             fprintf(stderr, "\r%s -> %s\n", path, final);
     }
     pthread_mutex_unlock(&job->lock);
-    if (duplicate) {
+    if (out.named && !published)
         unlink(tmp);
+    if (duplicate) {
         set_reason(reason, size, "the same instance (SOP Instance UID) as another input");
         return DUPLICATE;
     }
     if (rc) {
-        unlink(tmp);
         set_reason(reason, size, "%s", err.message);
         return FAILED;
     }
     if (report.flags & DCM_DEID_FLAGS_PIXELS)
         atomic_fetch_add(&job->burned_written, 1);
-    struct stat st;
-    if (stat(final, &st) == 0)
-        atomic_fetch_add(&job->bytes, (uint64_t)st.st_size);
+    atomic_fetch_add(&job->bytes, bytes);
     return WRITTEN;
 }
 
-static void *worker(void *arg)
+static void *work(void *arg)
 {
     struct job *job = arg;
-    unsigned id = atomic_fetch_add(&job->worker_ids, 1);
+    struct worker w = {.id = atomic_fetch_add(&job->worker_ids, 1)};
     for (;;) {
         size_t i = atomic_fetch_add(&job->next, 1);
         if (i >= job->files->count)
             break;
         char reason[TR_ERROR_MSG_MAX + 128];
-        switch (process(job, id, i, reason, sizeof(reason))) {
+        const char *path = job->files->file[i].path;
+        switch (process(job, &w, i, reason, sizeof(reason))) {
         case WRITTEN: atomic_fetch_add(&job->written, 1); break;
+        case NOT_DICOM: atomic_fetch_add(&job->skipped, 1); break;
         case DUPLICATE:
             atomic_fetch_add(&job->duplicates, 1);
             if (job->verbose) {
                 pthread_mutex_lock(&job->lock);
-                fprintf(stderr, "\r%s: %s: written once\n", job->files->path[i], reason);
+                fprintf(stderr, "\r%s: %s: written once\n", path, reason);
                 pthread_mutex_unlock(&job->lock);
             }
             break;
         case DICOMDIR: atomic_fetch_add(&job->dicomdirs, 1); break;
         case HELD_BACK:
             atomic_fetch_add(&job->held, 1);
-            record_failure(job, job->files->path[i], reason);
+            record_failure(job, path, reason);
             break;
         default:
             atomic_fetch_add(&job->failed, 1);
-            record_failure(job, job->files->path[i], reason);
+            record_failure(job, path, reason);
             break;
         }
     }
@@ -493,6 +606,13 @@ static double seconds_since(const struct timespec *t0)
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* The DICOM files among the inputs: all but those found in folders without "DICM" (known
+ * once they are read). */
+static size_t files_total(struct job *job)
+{
+    return job->files->count - atomic_load(&job->skipped);
 }
 
 /* Files written and not replaced by an earlier input's (read apart, hence the guard). */
@@ -508,7 +628,7 @@ static void progress(struct job *job, const struct timespec *t0, bool final)
            held = atomic_load(&job->held);
     size_t done =
         written + failed + held + atomic_load(&job->duplicates) + atomic_load(&job->dicomdirs);
-    size_t total = job->files->count;
+    size_t total = files_total(job);
     double s = seconds_since(t0);
     double rate = s > 0 ? (double)written / s : 0;
     int width = 30, filled = total ? (int)((double)done / (double)total * width) : width;
@@ -534,12 +654,12 @@ static bool parse_jobs(const char *s, int *jobs)
     return true;
 }
 
-static void summary(struct job *job, double seconds, size_t skipped)
+static void summary(struct job *job, double seconds)
 {
-    size_t written = files_written(job);
+    size_t written = files_written(job), skipped = atomic_load(&job->skipped);
     const struct dcm_deid_report *r = &job->report;
     fprintf(stderr, "anonymized %zu of %zu files into %s in %.1f s (%.1f inst/s, %.1f MB/s)\n",
-            written, job->files->count, job->out_dir, seconds,
+            written, files_total(job), job->out_dir, seconds,
             seconds > 0 ? (double)written / seconds : 0,
             seconds > 0 ? (double)atomic_load(&job->bytes) / 1e6 / seconds : 0);
     fprintf(stderr,
@@ -690,29 +810,38 @@ int cmd_anonymize(int argc, char **argv)
     opt.options = opts;
     opt.key = key->bytes;
     opt.key_length = key->length;
+    struct tr_error prepare_err = TR_ERROR_INIT;
+    if (dcm_deid_options_prepare(&opt, &prepare_err) < 0) {
+        cli_error("anonymize: %s", prepare_err.message);
+        OPENSSL_cleanse(key, sizeof(*key));
+        tr_free(key);
+        return CLI_FAILED;
+    }
 
     int status = CLI_OK;
     struct file_list files = {0};
-    size_t skipped = 0;
     for (int i = optind; i < argc; i++) {
-        if (walk(&files, argv[i], 0, &skipped) < 0)
+        if (walk(&files, argv[i], 0) < 0)
             status = CLI_FAILED;
     }
     if (mkdir(out_dir, 0755) < 0 && errno != EEXIST) {
         cli_error("anonymize: cannot create %s: %s", out_dir, strerror(errno));
         free_files(&files);
+        dcm_deid_options_release(&opt);
         OPENSSL_cleanse(key, sizeof(*key));
         tr_free(key);
         return CLI_FAILED;
     }
     /* Path order makes the outcome independent of the threads (see struct claim). */
     if (files.count > 1)
-        qsort(files.path, files.count, sizeof(files.path[0]), compare_paths);
+        qsort(files.file, files.count, sizeof(files.file[0]), compare_paths);
     struct job job = {.files = &files,
                       .opt = &opt,
                       .out_dir = out_dir,
                       .allow_burned_in = allow_burned_in,
-                      .verbose = verbose};
+                      .verbose = verbose,
+                      .pid = (long)getpid(),
+                      .link_unnamed = access("/proc/self/fd", X_OK) == 0};
     job.claim_buckets = 64;
     while (job.claim_buckets < files.count * 2)
         job.claim_buckets *= 2;
@@ -720,6 +849,7 @@ int cmd_anonymize(int argc, char **argv)
     if (!job.claims) {
         cli_error("anonymize: out of memory");
         free_files(&files);
+        dcm_deid_options_release(&opt);
         OPENSSL_cleanse(key, sizeof(*key));
         tr_free(key);
         return CLI_FAILED;
@@ -733,11 +863,11 @@ int cmd_anonymize(int argc, char **argv)
     if ((size_t)jobs > files.count)
         jobs = files.count ? (int)files.count : 1;
     for (int i = 0; i < jobs; i++) {
-        if (pthread_create(&threads[started], NULL, worker, &job) == 0)
+        if (pthread_create(&threads[started], NULL, work, &job) == 0)
             started++;
     }
     if (started == 0)
-        worker(&job);
+        work(&job);
     while (show_progress && atomic_load(&job.next) < files.count) {
         progress(&job, &t0, false);
         usleep(200000);
@@ -746,7 +876,7 @@ int cmd_anonymize(int argc, char **argv)
         pthread_join(threads[i], NULL);
     if (show_progress)
         progress(&job, &t0, true);
-    summary(&job, seconds_since(&t0), skipped);
+    summary(&job, seconds_since(&t0));
     if (atomic_load(&job.failed) || atomic_load(&job.held))
         status = CLI_FAILED;
     for (size_t i = 0; i < job.failure_count; i++) {
@@ -757,6 +887,7 @@ int cmd_anonymize(int argc, char **argv)
     free_claims(&job);
     pthread_mutex_destroy(&job.lock);
     free_files(&files);
+    dcm_deid_options_release(&opt);
     OPENSSL_cleanse(key, sizeof(*key));
     tr_free(key);
     return status;

@@ -130,6 +130,82 @@ static int check_options(const struct dcm_deid_options *opt, struct tr_error *er
 
 /* ---- keyed mappings ---------------------------------------------------------------------- */
 
+/* RFC 2104 with SHA-256, its set-up done once: the states after hashing the key's inner and
+ * outer padded blocks. Copying a state costs far less than HMAC() making it again. */
+struct dcm_deid_hmac {
+    const uint8_t *key; /* the key it was made from: another key takes the slow path */
+    size_t key_length;
+    EVP_MD_CTX *inner, *outer;
+};
+
+#define SHA256_BLOCK 64
+
+void dcm_deid_options_release(struct dcm_deid_options *opt)
+{
+    if (!opt || !opt->hmac)
+        return;
+    EVP_MD_CTX_free(opt->hmac->inner); /* the digest's state is cleared when freed */
+    EVP_MD_CTX_free(opt->hmac->outer);
+    tr_free(opt->hmac);
+    opt->hmac = NULL;
+}
+
+static bool start_padded(EVP_MD_CTX *ctx, const uint8_t block[SHA256_BLOCK], uint8_t pad)
+{
+    uint8_t padded[SHA256_BLOCK];
+    for (int i = 0; i < SHA256_BLOCK; i++)
+        padded[i] = block[i] ^ pad;
+    bool ok =
+        EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) && EVP_DigestUpdate(ctx, padded, sizeof(padded));
+    OPENSSL_cleanse(padded, sizeof(padded));
+    return ok;
+}
+
+int dcm_deid_options_prepare(struct dcm_deid_options *opt, struct tr_error *err)
+{
+    int rc = check_options(opt, err);
+    if (rc)
+        return rc;
+    dcm_deid_options_release(opt);
+    struct dcm_deid_hmac *h = tr_calloc(1, sizeof(*h));
+    if (!h)
+        return tr_error_set(err, TR_ENOMEM, "out of memory");
+    /* RFC 2104 2: a key longer than the block is hashed first; a shorter one padded with
+     * zeros. */
+    uint8_t block[SHA256_BLOCK] = {0};
+    bool ok = true;
+    if (opt->key_length > SHA256_BLOCK)
+        ok = EVP_Digest(opt->key, opt->key_length, block, NULL, EVP_sha256(), NULL);
+    else
+        memcpy(block, opt->key, opt->key_length);
+    ok = ok && (h->inner = EVP_MD_CTX_new()) && (h->outer = EVP_MD_CTX_new()) &&
+         start_padded(h->inner, block, 0x36) && start_padded(h->outer, block, 0x5c);
+    OPENSSL_cleanse(block, sizeof(block));
+    h->key = opt->key;
+    h->key_length = opt->key_length;
+    opt->hmac = h;
+    if (!ok) {
+        dcm_deid_options_release(opt);
+        return tr_error_set(err, TR_ENOMEM, "cannot set up HMAC-SHA256");
+    }
+    return 0;
+}
+
+/* HMAC-SHA256 of msg from the prepared state: H(K ^ opad, H(K ^ ipad, msg)). */
+static bool prepared_hmac(const struct dcm_deid_hmac *h, const uint8_t *msg, size_t n,
+                          uint8_t out[32])
+{
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    uint8_t inner[32];
+    unsigned len = 0, outlen = 0;
+    bool ok = ctx && EVP_MD_CTX_copy_ex(ctx, h->inner) && EVP_DigestUpdate(ctx, msg, n) &&
+              EVP_DigestFinal_ex(ctx, inner, &len) && len == sizeof(inner) &&
+              EVP_MD_CTX_copy_ex(ctx, h->outer) && EVP_DigestUpdate(ctx, inner, len) &&
+              EVP_DigestFinal_ex(ctx, out, &outlen) && outlen == 32;
+    EVP_MD_CTX_free(ctx);
+    return ok;
+}
+
 /* HMAC-SHA256(key, label "\0" a "\0" b), or HMAC-SHA256(key, a) without a label. */
 static int keyed_hash(const struct dcm_deid_options *opt, const char *label, const char *a,
                       size_t alen, const char *b, size_t blen, uint8_t out[32])
@@ -154,12 +230,18 @@ static int keyed_hash(const struct dcm_deid_options *opt, const char *label, con
             memcpy(msg + k, b, blen);
         k += blen;
     }
-    unsigned outlen = 0;
-    const unsigned char *r =
-        HMAC(EVP_sha256(), opt->key, (int)opt->key_length, msg, k, out, &outlen);
+    bool ok;
+    const struct dcm_deid_hmac *h = opt->hmac;
+    if (h && h->key == opt->key && h->key_length == opt->key_length) {
+        ok = prepared_hmac(h, msg, k, out);
+    } else {
+        unsigned outlen = 0;
+        ok = HMAC(EVP_sha256(), opt->key, (int)opt->key_length, msg, k, out, &outlen) &&
+             outlen == 32;
+    }
     if (msg != stack)
         tr_free(msg);
-    return r && outlen == 32 ? 0 : TR_ENOMEM;
+    return ok ? 0 : TR_ENOMEM;
 }
 
 static void hex_upper(const uint8_t *bytes, size_t digits, char *out)

@@ -61,6 +61,11 @@ struct dcm_file {
  * bytes left". */
 int dcm_file_read(const char *path, const struct dcm_read_options *opt, struct dcm_file **out,
                   struct tr_error *err);
+/* The same from an open file descriptor, which stays open and is not closed (its file
+ * position is not used: a regular file is mapped from offset 0, anything else read to its
+ * end). Keep it open to write the file's unchanged bulk data with dcm_file_write_fd. */
+int dcm_file_read_fd(int fd, const struct dcm_read_options *opt, struct dcm_file **out,
+                     struct tr_error *err);
 /* Read from memory. The bytes are referenced, not copied: they must outlive the result. */
 int dcm_file_read_memory(const void *data, size_t len, const struct dcm_read_options *opt,
                          struct dcm_file **out, struct tr_error *err);
@@ -96,6 +101,15 @@ int dcm_file_write(const struct dcm_file *f, const struct dcm_write_options *opt
  * temporary-file, fsync and rename. */
 int dcm_file_write_path(const struct dcm_file *f, const struct dcm_write_options *opt,
                         const char *path, struct tr_error *err);
+/* Write a Part 10 file to the file descriptor `fd` at its current position, as
+ * dcm_file_write would. `source_fd`, or -1, is the descriptor `f` was read from by
+ * dcm_file_read_fd (still open, the file unchanged): values of 64 KiB or more that are still
+ * the mapped file's bytes (pixel data) are then copied from it to `fd` inside the kernel
+ * (copy_file_range(2)) instead of through user space; where the kernel cannot (another file
+ * system, an old kernel) they are written as usual. The output is the same byte for byte.
+ * `size`, if not NULL, receives the number of bytes written. */
+int dcm_file_write_fd(const struct dcm_file *f, const struct dcm_write_options *opt, int fd,
+                      int source_fd, uint64_t *size, struct tr_error *err);
 /* Write the preamble, "DICM" and a file meta group for a data set whose bytes follow
  * (already encoded in `ts_uid`): what a receiver writes before the data set of a C-STORE.
  * source_ae may be NULL. */

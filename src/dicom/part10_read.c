@@ -952,51 +952,34 @@ static int read_prefix(int fd, size_t file_size, const struct dcm_read_options *
     return rc;
 }
 
-int dcm_file_read(const char *path, const struct dcm_read_options *opt, struct dcm_file **out,
-                  struct tr_error *err)
+int dcm_file_read_fd(int fd, const struct dcm_read_options *opt, struct dcm_file **out,
+                     struct tr_error *err)
 {
-    int fd = strcmp(path, "-") == 0 ? dup(STDIN_FILENO) : open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return tr_error_set(err, errno == ENOENT ? TR_ENOTFOUND : TR_EIO, "cannot open: %s",
-                            strerror(errno));
     struct stat st;
-    if (fstat(fd, &st) < 0) {
-        int e = errno;
-        close(fd);
-        return tr_error_set(err, TR_EIO, "cannot stat: %s", strerror(e));
-    }
-    if (S_ISDIR(st.st_mode)) {
-        close(fd);
+    if (fstat(fd, &st) < 0)
+        return tr_error_set(err, TR_EIO, "cannot stat: %s", strerror(errno));
+    if (S_ISDIR(st.st_mode))
         return tr_error_set(err, TR_EINVAL, "is a directory");
-    }
     struct dcm_source *src;
     const uint8_t *data;
     size_t len;
     if (S_ISREG(st.st_mode)) {
-        if (st.st_size == 0) {
-            close(fd);
+        if (st.st_size == 0)
             return tr_error_set(err, TR_EFORMAT, "the file is empty");
-        }
-        if ((uint64_t)st.st_size > SIZE_MAX) {
-            close(fd);
+        if ((uint64_t)st.st_size > SIZE_MAX)
             return tr_error_set(err, TR_ELIMIT, "the file is too large to map");
-        }
         len = (size_t)st.st_size;
         if (opt && opt->header_only && len > HEADER_PREFIX) {
             /* Most headers are a few KB: one pread is much cheaper than mapping the file
              * (mmap, page faults, munmap). If the header does not end in the prefix, the
              * parse says so and the whole file is mapped instead. */
             int rc = read_prefix(fd, len, opt, out, err);
-            if (rc != TR_ETRUNCATED) {
-                close(fd);
+            if (rc != TR_ETRUNCATED)
                 return rc;
-            }
         }
         void *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
-        int e = errno;
-        close(fd);
         if (map == MAP_FAILED)
-            return tr_error_set(err, TR_EIO, "cannot map: %s", strerror(e));
+            return tr_error_set(err, TR_EIO, "cannot map: %s", strerror(errno));
         src = dcm_source_new_map(map, len);
         if (!src) {
             munmap(map, len);
@@ -1006,7 +989,6 @@ int dcm_file_read(const char *path, const struct dcm_read_options *opt, struct d
     } else {
         uint8_t *heap;
         int rc = read_stream(fd, &heap, &len, err);
-        close(fd);
         if (rc)
             return rc;
         src = dcm_source_new_heap(heap);
@@ -1018,6 +1000,18 @@ int dcm_file_read(const char *path, const struct dcm_read_options *opt, struct d
     }
     int rc = read_buffer(data, len, src, false, opt, out, err);
     dcm_source_unref(src);
+    return rc;
+}
+
+int dcm_file_read(const char *path, const struct dcm_read_options *opt, struct dcm_file **out,
+                  struct tr_error *err)
+{
+    int fd = strcmp(path, "-") == 0 ? dup(STDIN_FILENO) : open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return tr_error_set(err, errno == ENOENT ? TR_ENOTFOUND : TR_EIO, "cannot open: %s",
+                            strerror(errno));
+    int rc = dcm_file_read_fd(fd, opt, out, err);
+    close(fd);
     return rc;
 }
 

@@ -3,6 +3,11 @@
  * implicit or explicit VR, little or big endian, deflate; values padded to even length with the
  * padding of their VR (PS3.5 6.2); sequences and items with the lengths they were read with
  * (or defined lengths on request); group lengths recomputed.
+ *
+ * Writing to a file descriptor (dcm_file_write_fd) can copy the values still held in the
+ * source file -- the pixel data, in practice -- from the source's descriptor inside the kernel
+ * (copy_file_range(2)): those bytes then never pass through user space, and the reader's
+ * mapping of them is never touched.
  */
 #include "dicom_int.h"
 
@@ -12,12 +17,27 @@
 #include <unistd.h>
 #include <zlib.h>
 
+/* Values copied from the source file by the kernel (dcm_file_write_fd). */
+struct file_copy {
+    struct tr_bufsink *buffer; /* what is before a copied value is flushed first */
+    const uint8_t *map;        /* the source file as the reader mapped it, from offset 0 */
+    size_t map_length;
+    int in_fd, out_fd;
+    bool unsupported; /* the kernel said no once: write from then on */
+    uint64_t copied;  /* bytes copied */
+};
+
+/* Values this long or longer are copied rather than written (below it, a write from the
+ * mapping costs less than the extra system call). */
+#define COPY_MIN 65536
+
 struct writer {
     const struct tr_sink *sink;
     bool implicit;
     bool big_endian;
     bool defined_lengths;
     struct tr_error *err;
+    struct file_copy *copy; /* NULL: write every value */
 };
 
 void dcm_write_options_init(struct dcm_write_options *opt)
@@ -172,6 +192,48 @@ static int put_header(struct writer *w, uint32_t tag, enum dcm_vr vr, uint32_t l
     return put(w, h, 8);
 }
 
+/* Copy `length` bytes at `p` from the source file when they are its mapped bytes: *copied
+ * says whether they were (copied or, when the kernel cannot copy, written). */
+static int copy_from_source(struct writer *w, const uint8_t *p, uint32_t length, bool *copied)
+{
+    struct file_copy *c = w->copy;
+    *copied = false;
+    if (!c || c->unsupported || length < COPY_MIN || p < c->map ||
+        (size_t)(p - c->map) > c->map_length || length > c->map_length - (size_t)(p - c->map))
+        return 0;
+    int rc = tr_bufsink_flush(c->buffer);
+    if (rc)
+        return tr_error_set(w->err, rc, "write failed: %s", tr_strerror(rc));
+    *copied = true;
+    off64_t from = (off64_t)(p - c->map);
+    size_t done = 0;
+    while (done < length) {
+        ssize_t n = copy_file_range(c->in_fd, &from, c->out_fd, NULL, length - done, 0);
+        if (n > 0) {
+            done += (size_t)n;
+            c->copied += (uint64_t)n;
+            continue;
+        }
+        if (n == 0) /* the source ends early: it was cut short after it was mapped */
+            return tr_error_set(w->err, TR_EIO,
+                                "the input file changed while it was read: it now ends at "
+                                "byte %llu, inside a value read from byte %llu",
+                                (unsigned long long)from,
+                                (unsigned long long)(p - c->map));
+        if (errno == EINTR)
+            continue;
+        if (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP ||
+            errno == EBADF) {
+            /* Not between these two files (another file system, an old kernel, a pipe):
+             * write the rest from the mapping, and do not ask again. */
+            c->unsupported = true;
+            return put(w, p + done, length - done);
+        }
+        return tr_error_set(w->err, TR_EIO, "write failed: %s", strerror(errno));
+    }
+    return 0;
+}
+
 static int put_value(struct writer *w, enum dcm_vr vr, const uint8_t *p, uint32_t length)
 {
     const struct dcm_vr_info *info = dcm_vr_info(vr);
@@ -180,7 +242,10 @@ static int put_value(struct writer *w, enum dcm_vr vr, const uint8_t *p, uint32_
     bool swap = w->big_endian && size > 1 &&
                 (info->kind == DCM_VR_KIND_NUMBER || info->kind == DCM_VR_KIND_BYTES);
     if (!swap) {
-        if ((rc = put(w, p, length)))
+        bool copied;
+        if ((rc = copy_from_source(w, p, length, &copied)))
+            return rc;
+        if (!copied && (rc = put(w, p, length)))
             return rc;
     } else {
         uint8_t chunk[4096];
@@ -365,13 +430,14 @@ static int choose_ts(const struct dcm_dataset *ds, const char *wanted,
 
 static int write_body(const struct dcm_dataset *ds, const struct dcm_transfer_syntax *ts,
                       const struct dcm_write_options *opt, const struct tr_sink *sink,
-                      bool skip_meta, struct tr_error *err)
+                      struct file_copy *copy, bool skip_meta, struct tr_error *err)
 {
     struct writer w = {.sink = sink, .implicit = ts->flags & DCM_TS_IMPLICIT_VR,
                        .big_endian = ts->flags & DCM_TS_BIG_ENDIAN,
-                       .defined_lengths = opt->defined_lengths, .err = err};
+                       .defined_lengths = opt->defined_lengths, .err = err, .copy = copy};
     if (!(ts->flags & DCM_TS_DEFLATED))
         return write_dataset(&w, ds, skip_meta);
+    w.copy = NULL; /* the values are deflated on their way out */
 
     struct deflate_sink *d = tr_calloc(1, sizeof(*d));
     if (!d)
@@ -409,7 +475,7 @@ int dcm_dataset_write(const struct dcm_dataset *ds, const char *ts_uid,
     if (!ts)
         return tr_error_set(err, TR_EUNSUPPORTED, "unknown transfer syntax %s",
                             ts_uid ? ts_uid : "(none)");
-    return write_body(ds, ts, opt, sink, false, err);
+    return write_body(ds, ts, opt, sink, NULL, false, err);
 }
 
 int dcm_dataset_encoded_length(const struct dcm_dataset *ds, const struct dcm_transfer_syntax *ts,
@@ -512,8 +578,8 @@ int dcm_file_write_header(const char *sop_class, const char *sop_instance, const
     return write_header(sop_class, sop_instance, ts_uid, NULL, source_ae, sink, err);
 }
 
-int dcm_file_write(const struct dcm_file *f, const struct dcm_write_options *opt,
-                   const struct tr_sink *sink, struct tr_error *err)
+static int file_write(const struct dcm_file *f, const struct dcm_write_options *opt,
+                      const struct tr_sink *sink, struct file_copy *copy, struct tr_error *err)
 {
     struct dcm_write_options defaults;
     if (!opt) {
@@ -545,7 +611,82 @@ int dcm_file_write(const struct dcm_file *f, const struct dcm_write_options *opt
     rc = write_header(sop_class, sop_instance, ts->uid, f->meta, NULL, sink, err);
     if (rc)
         return rc;
-    return write_body(f->dataset, ts, opt, sink, true, err);
+    return write_body(f->dataset, ts, opt, sink, copy, true, err);
+}
+
+int dcm_file_write(const struct dcm_file *f, const struct dcm_write_options *opt,
+                   const struct tr_sink *sink, struct tr_error *err)
+{
+    return file_write(f, opt, sink, NULL, err);
+}
+
+/* A file descriptor sink that counts what it writes. */
+struct fd_out {
+    int fd;
+    uint64_t written;
+};
+
+static int fd_out_write(void *ctx, const void *data, size_t len)
+{
+    struct fd_out *o = ctx;
+    const char *p = data;
+    while (len) {
+        ssize_t n = write(o->fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return TR_EIO;
+        }
+        p += n;
+        len -= (size_t)n;
+        o->written += (uint64_t)n;
+    }
+    return 0;
+}
+
+/* The mapping of the source file the data set's values point into, if it has one. */
+static bool source_map(const struct dcm_file *f, const uint8_t **map, size_t *length)
+{
+    for (const struct dcm_source_ref *r = f->dataset->root->sources; r; r = r->next) {
+        if (r->source->map) {
+            *map = r->source->map;
+            *length = r->source->map_length;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* dcm_file_write_fd; `path` (or NULL) names the output in messages. */
+static int write_fd(const struct dcm_file *f, const struct dcm_write_options *opt, int fd,
+                    int source_fd, const char *path, uint64_t *size, struct tr_error *err)
+{
+    struct fd_out out = {fd, 0};
+    struct tr_bufsink bs;
+    /* 64 KiB: below malloc's mmap threshold, so the buffer is reused from file to file
+     * instead of being mapped, faulted in and unmapped each time; pixel data bypasses it. */
+    int rc = tr_bufsink_init(&bs, (struct tr_sink){fd_out_write, &out}, TR_BUFSINK_DIRECT);
+    if (rc)
+        return tr_error_set(err, rc, "out of memory");
+    struct file_copy copy = {.buffer = &bs, .in_fd = source_fd, .out_fd = fd};
+    bool copying = source_fd >= 0 && f->dataset && source_map(f, &copy.map, &copy.map_length);
+    rc = file_write(f, opt, &bs.sink, copying ? &copy : NULL, err);
+    if (rc == 0 && (rc = tr_bufsink_flush(&bs))) {
+        if (path)
+            tr_error_set(err, rc, "cannot write %s: %s", path, strerror(errno));
+        else
+            tr_error_set(err, rc, "write failed: %s", strerror(errno));
+    }
+    tr_bufsink_release(&bs);
+    if (rc == 0 && size)
+        *size = out.written + copy.copied;
+    return rc;
+}
+
+int dcm_file_write_fd(const struct dcm_file *f, const struct dcm_write_options *opt, int fd,
+                      int source_fd, uint64_t *size, struct tr_error *err)
+{
+    return write_fd(f, opt, fd, source_fd, NULL, size, err);
 }
 
 int dcm_file_write_path(const struct dcm_file *f, const struct dcm_write_options *opt,
@@ -554,18 +695,7 @@ int dcm_file_write_path(const struct dcm_file *f, const struct dcm_write_options
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
         return tr_error_set(err, TR_EIO, "cannot create %s: %s", path, strerror(errno));
-    struct tr_bufsink bs;
-    /* 64 KiB: below malloc's mmap threshold, so the buffer is reused from file to file
-     * instead of being mapped, faulted in and unmapped each time; pixel data bypasses it. */
-    int rc = tr_bufsink_init(&bs, tr_sink_fd(&fd), TR_BUFSINK_DIRECT);
-    if (rc == 0) {
-        rc = dcm_file_write(f, opt, &bs.sink, err);
-        if (rc == 0 && (rc = tr_bufsink_flush(&bs)))
-            tr_error_set(err, rc, "cannot write %s: %s", path, strerror(errno));
-        tr_bufsink_release(&bs);
-    } else {
-        tr_error_set(err, rc, "out of memory");
-    }
+    int rc = write_fd(f, opt, fd, -1, path, NULL, err);
     if (close(fd) < 0 && rc == 0)
         rc = tr_error_set(err, TR_EIO, "cannot write %s: %s", path, strerror(errno));
     return rc;

@@ -422,6 +422,40 @@ def check(pydicom, telerad, tmp, have_dciodvfy):
     if outputs(held):
         fail("held back instances were written")
 
+    # Folders with other files: those without "DICM" at byte 128 are skipped and counted, not
+    # failed; a non-DICOM file named on the command line fails. A large image (its pixel data
+    # copied from the input by the kernel) comes out with the same pixels.
+    mixed = os.path.join(tmp, "mixed")
+    os.makedirs(os.path.join(mixed, "sub"))
+    big = pydicom.dcmread(os.path.join(PYDICOM_FILES, "CT_small.dcm"))
+    big.Rows, big.Columns = 256, 256
+    big.PixelData = bytes((i * 7 + i // 256) & 0xFF for i in range(256 * 256 * 2))
+    big.save_as(os.path.join(mixed, "big.dcm"), write_like_original=True)
+    shutil.copy(os.path.join(PYDICOM_FILES, "MR_small.dcm"), os.path.join(mixed, "sub"))
+    with open(os.path.join(mixed, "notes.txt"), "w") as f:
+        f.write("not DICOM\n")
+    open(os.path.join(mixed, "empty.dcm"), "wb").close()
+    with open(os.path.join(mixed, "sub", "short.bin"), "wb") as f:
+        f.write(b"\0" * 50)
+    out_mixed = os.path.join(tmp, "out-mixed")
+    p = anonymize(telerad, key_file, out_mixed, [mixed])
+    err = p.stderr.decode("utf-8", "replace")
+    if (p.returncode != 0 or "anonymized 2 of 2 files" not in err or
+            "3 files in the folders are not DICOM and were skipped" not in err):
+        fail("a folder with non-DICOM files: status %d: %s" % (p.returncode, err[-400:]))
+    big_out = [v for k, v in outputs(out_mixed).items() if len(v) > 100000]
+    if len(outputs(out_mixed)) != 2 or len(big_out) != 1:
+        fail("a folder with non-DICOM files: outputs %s" % sorted(outputs(out_mixed)))
+    else:
+        out_big = pydicom.dcmread(pydicom.filebase.DicomBytesIO(big_out[0]))
+        if out_big.PixelData != big.PixelData or str(out_big.PatientName) == str(big.PatientName):
+            fail("the large image: pixel data changed, or the name kept")
+    p = anonymize(telerad, key_file, os.path.join(tmp, "out-named"),
+                  [os.path.join(mixed, "notes.txt")])
+    if p.returncode != 1 or b"DICM" not in p.stderr:
+        fail("a non-DICOM file named on the command line: status %d, %r" % (p.returncode,
+                                                                            p.stderr[-300:]))
+
     # The main run, twice, and once with another key.
     out1, out2, out3 = (os.path.join(tmp, n) for n in ("out1", "out2", "out3"))
     p = anonymize(telerad, key_file, out1, [indir], "--allow-burned-in")

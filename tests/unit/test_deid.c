@@ -478,6 +478,88 @@ static void test_uid_mapping(void **state)
     dcm_dataset_free(d3);
 }
 
+/* A prepared key (dcm_deid_options_prepare) maps exactly as HMAC() does, for keys shorter
+ * than, as long as and longer than SHA-256's 64-byte block; a key changed after preparing is
+ * noticed. */
+static void test_prepared_key(void **state)
+{
+    (void)state;
+    static uint8_t key[DCM_DEID_MAX_KEY_LENGTH];
+    for (size_t i = 0; i < sizeof(key); i++)
+        key[i] = (uint8_t)(i * 131 + 7);
+    static const size_t lengths[] = {16, 32, 63, 64, 65, 200, DCM_DEID_MAX_KEY_LENGTH};
+    for (size_t k = 0; k < TR_ARRAY_SIZE(lengths); k++) {
+        struct dcm_deid_options plain, prepared;
+        dcm_deid_options_init(&plain);
+        plain.key = key;
+        plain.key_length = lengths[k];
+        prepared = plain;
+        struct tr_error err = TR_ERROR_INIT;
+        assert_int_equal(dcm_deid_options_prepare(&prepared, &err), 0);
+        assert_non_null(prepared.hmac);
+        char u1[DCM_UID_MAX + 1], u2[DCM_UID_MAX + 1], p1[24], p2[24];
+        assert_int_equal(dcm_deid_map_uid(&plain, ORIG_STUDY, strlen(ORIG_STUDY), u1), 0);
+        assert_int_equal(dcm_deid_map_uid(&prepared, ORIG_STUDY, strlen(ORIG_STUDY), u2), 0);
+        assert_string_equal(u1, u2);
+        assert_int_equal(dcm_deid_patient_pseudonym(&plain, "ISSUER", "MRN0042", p1, 24), 0);
+        assert_int_equal(dcm_deid_patient_pseudonym(&prepared, "ISSUER", "MRN0042", p2, 24), 0);
+        assert_string_equal(p1, p2);
+        int d1 = 0, d2 = 1;
+        assert_int_equal(dcm_deid_date_offset(&plain, "", "MRN0042", &d1), 0);
+        assert_int_equal(dcm_deid_date_offset(&prepared, "", "MRN0042", &d2), 0);
+        assert_int_equal(d1, d2);
+        /* A message longer than the stack buffer of keyed_hash. */
+        char long_uid[600];
+        memset(long_uid, '1', sizeof(long_uid));
+        assert_int_equal(dcm_deid_map_uid(&plain, long_uid, sizeof(long_uid), u1), 0);
+        assert_int_equal(dcm_deid_map_uid(&prepared, long_uid, sizeof(long_uid), u2), 0);
+        assert_string_equal(u1, u2);
+        /* Whole data sets, byte for byte. */
+        struct dcm_dataset *a = sample(), *b = sample();
+        deid(a, &plain, NULL);
+        deid(b, &prepared, NULL);
+        char *ja = json_of(a), *jb = json_of(b);
+        assert_string_equal(ja, jb);
+        tr_free(ja);
+        tr_free(jb);
+        dcm_dataset_free(a);
+        dcm_dataset_free(b);
+        /* The key swapped under a prepared state: the new key's mapping, not the old one's. */
+        prepared.key = KEY2;
+        prepared.key_length = 32;
+        plain.key = KEY2;
+        plain.key_length = 32;
+        assert_int_equal(dcm_deid_map_uid(&plain, ORIG_STUDY, strlen(ORIG_STUDY), u1), 0);
+        assert_int_equal(dcm_deid_map_uid(&prepared, ORIG_STUDY, strlen(ORIG_STUDY), u2), 0);
+        assert_string_equal(u1, u2);
+        dcm_deid_options_release(&prepared);
+        assert_null(prepared.hmac);
+        dcm_deid_options_release(&prepared); /* twice: a no-op */
+    }
+    /* Bad options are refused, as by dcm_deid_dataset. */
+    struct dcm_deid_options bad;
+    dcm_deid_options_init(&bad);
+    struct tr_error err = TR_ERROR_INIT;
+    assert_int_equal(dcm_deid_options_prepare(&bad, &err), TR_EINVAL);
+    assert_null(bad.hmac);
+    /* Out of memory at every step: an error, nothing left allocated. */
+    bool succeeded = false;
+    for (long n = 0; n < 200 && !succeeded; n++) {
+        struct dcm_deid_options opt;
+        options(&opt, KEY1, 0);
+        tr_error_clear(&err);
+        tr_alloc_fail_after(n);
+        int rc = dcm_deid_options_prepare(&opt, &err);
+        tr_alloc_fail_after(-1);
+        if (rc == 0)
+            succeeded = true;
+        else
+            assert_null(opt.hmac);
+        dcm_deid_options_release(&opt);
+    }
+    assert_true(succeeded);
+}
+
 static void test_deterministic(void **state)
 {
     (void)state;
@@ -979,6 +1061,7 @@ int main(void)
         cmocka_unit_test(test_sequences),
         cmocka_unit_test(test_clean_structured_content),
         cmocka_unit_test(test_uid_mapping),
+        cmocka_unit_test(test_prepared_key),
         cmocka_unit_test(test_deterministic),
         cmocka_unit_test(test_meta),
         cmocka_unit_test(test_shift_date),

@@ -9,6 +9,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -327,6 +328,158 @@ static void test_header_only_files(void **state)
     }
 }
 
+/* The bytes of the file at `path`. */
+static uint8_t *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    struct tr_buf b;
+    tr_buf_init(&b, 1 << 26);
+    uint8_t chunk[65536];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+        assert_int_equal(tr_buf_add(&b, chunk, n), 0);
+    fclose(f);
+    return (uint8_t *)tr_buf_detach(&b, len);
+}
+
+static int temp_file(char *path, int flags)
+{
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    if (flags) {
+        close(fd);
+        fd = open(path, O_WRONLY | O_TRUNC | flags);
+        assert_true(fd >= 0);
+    }
+    return fd;
+}
+
+/* Write `f` to a file, read it back through a descriptor, and check that dcm_file_write_fd
+ * gives dcm_file_write's bytes: with and without the source descriptor, and to an O_APPEND
+ * output (where copy_file_range refuses: written instead). With `abuse`, also that the copy
+ * really comes from the source descriptor, and that a source cut short after it was mapped
+ * is a clean error. */
+static void check_write_fd(struct dcm_file *f, const char *label, bool abuse)
+{
+    char src_path[] = "/tmp/telerad-test-src-XXXXXX";
+    close(temp_file(src_path, 0));
+    struct tr_error err = TR_ERROR_INIT;
+    assert_int_equal(dcm_file_write_path(f, NULL, src_path, &err), 0);
+    int src = open(src_path, O_RDONLY);
+    assert_true(src >= 0);
+    struct dcm_file *g;
+    assert_int_equal(dcm_file_read_fd(src, NULL, &g, &err), 0);
+    struct tr_buf want;
+    tr_buf_init(&want, 1 << 26);
+    struct tr_sink sink = tr_sink_buf(&want);
+    assert_int_equal(dcm_file_write(g, NULL, &sink, &err), 0);
+    size_t src_len;
+    uint8_t *src_bytes = slurp(src_path, &src_len);
+    assert_int_equal(src_len, want.len); /* read and written again: the same file */
+    assert_memory_equal(src_bytes, want.data, want.len);
+    tr_free(src_bytes);
+
+    static const int flags[] = {0, O_APPEND};
+    for (int source = 0; source < 2; source++) {
+        for (size_t k = 0; k < TR_ARRAY_SIZE(flags); k++) {
+            char out_path[] = "/tmp/telerad-test-out-XXXXXX";
+            int out = temp_file(out_path, flags[k]);
+            uint64_t size = 0;
+            tr_error_clear(&err);
+            if (dcm_file_write_fd(g, NULL, out, source ? src : -1, &size, &err))
+                fail_msg("%s: %s", label, err.message);
+            close(out);
+            size_t got_len;
+            uint8_t *got = slurp(out_path, &got_len);
+            assert_int_equal(got_len, want.len);
+            assert_int_equal(size, want.len);
+            assert_memory_equal(got, want.data, want.len);
+            tr_free(got);
+            unlink(out_path);
+        }
+    }
+    if (abuse) {
+        /* Another file of the same length whose bytes differ (which the API forbids): the
+         * copied ranges differ, so they were copied from it. */
+        char other_path[] = "/tmp/telerad-test-other-XXXXXX";
+        int other = temp_file(other_path, 0);
+        uint8_t *zeros = tr_calloc(1, want.len);
+        assert_int_equal(write(other, zeros, want.len), (ssize_t)want.len);
+        tr_free(zeros);
+        char out_path[] = "/tmp/telerad-test-out-XXXXXX";
+        int out = temp_file(out_path, 0);
+        assert_int_equal(dcm_file_write_fd(g, NULL, out, other, NULL, &err), 0);
+        close(out);
+        close(other);
+        size_t got_len;
+        uint8_t *got = slurp(out_path, &got_len);
+        assert_int_equal(got_len, want.len);
+        assert_memory_not_equal(got, want.data, want.len);
+        tr_free(got);
+        unlink(out_path);
+        unlink(other_path);
+        /* The source cut short after it was mapped. */
+        assert_int_equal(truncate(src_path, 4096), 0);
+        char out2_path[] = "/tmp/telerad-test-out-XXXXXX";
+        out = temp_file(out2_path, 0);
+        tr_error_clear(&err);
+        assert_int_equal(dcm_file_write_fd(g, NULL, out, src, NULL, &err), TR_EIO);
+        assert_non_null(strstr(err.message, "changed"));
+        close(out);
+        unlink(out2_path);
+    }
+    tr_buf_release(&want);
+    dcm_file_free(g);
+    close(src);
+    unlink(src_path);
+}
+
+/* dcm_file_write_fd copies the large values still in the source (in the kernel) and writes
+ * everything else: the output is dcm_file_write's, in every transfer syntax (big endian
+ * swaps and deflate compresses: those values are written, not copied) and with large
+ * fragments of encapsulated pixel data. */
+static void test_write_fd_copy(void **state)
+{
+    (void)state;
+    size_t pixels_len = 300001, private_len = 70000; /* odd: padded on the way out */
+    uint8_t *pixels = tr_malloc(pixels_len), *private_value = tr_malloc(private_len);
+    for (size_t i = 0; i < pixels_len; i++)
+        pixels[i] = (uint8_t)(i * 7 + i / 251);
+    for (size_t i = 0; i < private_len; i++)
+        private_value[i] = (uint8_t)(i * 13);
+    for (size_t t = 0; t < TR_ARRAY_SIZE(syntaxes); t++) {
+        struct dcm_dataset *ds = sample_dataset();
+        assert_int_equal(
+            dcm_dataset_set_bytes(ds, DCM_TAG_PixelData, DCM_VR_OB, pixels, pixels_len), 0);
+        assert_int_equal(
+            dcm_dataset_set_bytes(ds, 0x00091002, DCM_VR_OB, private_value, private_len), 0);
+        struct dcm_file *f = file_of(ds, syntaxes[t]);
+        check_write_fd(f, syntaxes[t],
+                       strcmp(syntaxes[t], DCM_UID_ExplicitVRLittleEndian) == 0);
+        dcm_file_free(f);
+    }
+    struct dcm_dataset *ds = dcm_dataset_new();
+    assert_int_equal(dcm_dataset_set_uid(ds, DCM_TAG_SOPClassUID, "1.2.840.10008.5.1.4.1.1.7"),
+                     0);
+    assert_int_equal(dcm_dataset_set_uid(ds, DCM_TAG_SOPInstanceUID, "1.2.3"), 0);
+    struct dcm_element e = {.tag = DCM_TAG_PixelData, .vr = DCM_VR_OB,
+                            .flags = DCM_ELEM_ENCAPSULATED | DCM_ELEM_UNDEFINED_LENGTH,
+                            .length = DCM_UNDEFINED_LENGTH, .offset = DCM_NO_OFFSET};
+    struct dcm_element *pe = dcm_dataset_put(ds, &e);
+    static const uint8_t bot[4] = {0};
+    struct dcm_fragment fr[3] = {{bot, 4, DCM_NO_OFFSET},
+                                 {pixels, (uint32_t)pixels_len, DCM_NO_OFFSET},
+                                 {private_value, (uint32_t)private_len, DCM_NO_OFFSET}};
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(dcm_element_append_fragment(ds, pe, &fr[i]), 0);
+    struct dcm_file *f = file_of(ds, DCM_UID_JPEGBaseline8Bit);
+    check_write_fd(f, "encapsulated", true);
+    dcm_file_free(f);
+    tr_free(pixels);
+    tr_free(private_value);
+}
+
 static void test_bare_dataset(void **state)
 {
     (void)state;
@@ -561,6 +714,7 @@ int main(void)
         cmocka_unit_test(test_encapsulated),
         cmocka_unit_test(test_header_only),
         cmocka_unit_test(test_header_only_files),
+        cmocka_unit_test(test_write_fd_copy),
         cmocka_unit_test(test_bare_dataset),
         cmocka_unit_test(test_depth_limit),
         cmocka_unit_test(test_truncation),
