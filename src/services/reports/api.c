@@ -260,21 +260,36 @@ static void report_get(void *ctx, struct web_request *w)
     reply_json(w, 200, answer);
 }
 
+/* The start of every authored write (a draft, a signature, an addendum): the read of the path,
+ * the JSON body and who writes. Returns the author (in who) with *db acquired and *body owned
+ * by the caller; NULL when an answer has been sent, nothing then being held. */
+static const char *begin_authored(struct rep *r, struct web_request *w, struct db **db,
+                                  struct flow_read_info *rd, json_t **body, char *who,
+                                  size_t who_size)
+{
+    *body = NULL;
+    if (!load_read(r, w, db, rd))
+        return NULL;
+    *body = body_json(w);
+    const char *author = *body ? report_author(w, *body, rd, who, who_size) : NULL;
+    if (!author) {
+        json_decref(*body);
+        *body = NULL;
+        db_pool_release(r->pool, *db);
+    }
+    return author;
+}
+
 static void report_save(void *ctx, struct web_request *w)
 {
     struct rep *r = ctx;
     struct db *db;
     struct flow_read_info rd;
-    if (!load_read(r, w, &db, &rd))
-        return;
-    json_t *body = body_json(w);
+    json_t *body;
     char who[65];
-    const char *author = body ? report_author(w, body, &rd, who, sizeof(who)) : NULL;
-    if (!author) {
-        json_decref(body);
-        db_pool_release(r->pool, db);
+    const char *author = begin_authored(r, w, &db, &rd, &body, who, sizeof(who));
+    if (!author)
         return;
-    }
     struct rep_invalid bad = {"", ""};
     struct tr_error err = TR_ERROR_INIT;
     json_t *out = NULL;
@@ -289,16 +304,11 @@ static void report_sign(void *ctx, struct web_request *w)
     struct rep *r = ctx;
     struct db *db;
     struct flow_read_info rd;
-    if (!load_read(r, w, &db, &rd))
-        return;
-    json_t *body = body_json(w);
+    json_t *body;
     char who[65];
-    const char *signer = body ? report_author(w, body, &rd, who, sizeof(who)) : NULL;
-    if (!signer) {
-        json_decref(body);
-        db_pool_release(r->pool, db);
+    const char *signer = begin_authored(r, w, &db, &rd, &body, who, sizeof(who));
+    if (!signer)
         return;
-    }
     const char *kind_text = json_string_value(json_object_get(body, "kind"));
     int kind = rep_kind_parse(kind_text);
     struct rep_invalid bad = {"", ""};
@@ -324,16 +334,11 @@ static void report_addendum(void *ctx, struct web_request *w)
     struct rep *r = ctx;
     struct db *db;
     struct flow_read_info rd;
-    if (!load_read(r, w, &db, &rd))
-        return;
-    json_t *body = body_json(w);
+    json_t *body;
     char who[65];
-    const char *signer = body ? report_author(w, body, &rd, who, sizeof(who)) : NULL;
-    if (!signer) {
-        json_decref(body);
-        db_pool_release(r->pool, db);
+    const char *signer = begin_authored(r, w, &db, &rd, &body, who, sizeof(who));
+    if (!signer)
         return;
-    }
     struct rep_invalid bad = {"", ""};
     struct tr_error err = TR_ERROR_INIT;
     json_t *out = NULL;

@@ -1139,42 +1139,52 @@ static int parse_frames(const char *list, uint32_t *frames, size_t max, size_t *
     return *count ? 0 : TR_EINVAL;
 }
 
-/* Does the Accept header take native frames as application/octet-stream (explicit VR little
- * endian)? Only then does ranged_native_frames answer; anything else takes the general path,
- * which negotiates fully (and answers 406 where it must). */
-static bool accepts_native_frames(struct web_request *r)
+/* How WADO-RS frames go to this client, by its Accept header (PS3.18 8.7.3), for an object
+ * whose frames are in transfer syntax ts, media being the media type of its compressed frames
+ * (frame_media(); NULL for native frames): as stored (the compressed bitstreams), decoded to
+ * application/octet-stream in Explicit VR Little Endian, or not at all (406). The media range
+ * of highest q that names a form decides (parse_accept orders them). */
+enum frames_form { FRAMES_NOT_ACCEPTABLE, FRAMES_DECODED, FRAMES_AS_STORED };
+
+static enum frames_form negotiate_frames(struct web_request *r, const char *ts,
+                                         const char *media)
 {
     const char *accept = web_header(r, "Accept");
     struct accept_item items[16];
     size_t n = accept && *accept ? parse_accept(accept, items, 16) : 0;
     if (n == 0)
-        return true;
+        return FRAMES_DECODED;
     for (size_t i = 0; i < n; i++) {
         const char *type = strcmp(items[i].media, "multipart/related") == 0 ? items[i].type
                                                                            : items[i].media;
-        bool ts_ok = !items[i].ts[0] || strcmp(items[i].ts, "*") == 0 ||
-                     strcmp(items[i].ts, EXPLICIT_LE) == 0;
-        if ((!*type || strcmp(type, "*/*") == 0 || strcmp(items[i].media, "*/*") == 0 ||
-             strcmp(type, "application/octet-stream") == 0) &&
-            ts_ok)
-            return true;
+        if (!*type || strcmp(type, "*/*") == 0 || strcmp(items[i].media, "*/*") == 0 ||
+            strcmp(type, "application/octet-stream") == 0) {
+            bool as_stored = strcmp(items[i].ts, "*") == 0 || strcmp(items[i].ts, ts) == 0;
+            return media && as_stored ? FRAMES_AS_STORED : FRAMES_DECODED;
+        }
+        if (media && strcmp(type, media) == 0)
+            return FRAMES_AS_STORED;
     }
-    return false;
+    return FRAMES_NOT_ACCEPTABLE;
 }
 
 /* Native frames of an object in a remote store (S3) with two ranged GETs — the header, then
  * each frame's bytes — instead of fetching the whole object, which for a multi-frame object
  * (tomosynthesis, cine) may be hundreds of MB. Returns 1 when it answered, 0 when the general
- * path must (not remote, already cached whole, compressed or big endian pixel data, a header
- * longer than the first range, 1-bit frames, an Accept it does not serve). */
+ * path must (not remote, already cached whole, compressed or big endian pixel data, Pixel
+ * Data of a VR other than OB, OW or UN, a header longer than the first range, 1-bit frames,
+ * an Accept it does not serve). */
 #define HEADER_RANGE 65536
 static int ranged_native_frames(struct dw *dw, struct web_request *r, const char *key,
                                 const uint32_t *numbers, size_t nframes)
 {
     struct arc_objstore *store = arc_objects(dw->cfg.archive);
     char path[16];
+    /* Native frames are only ever sent decoded (as application/octet-stream): whether the
+     * client takes them so does not depend on the stored transfer syntax, and is known before
+     * anything is fetched. Anything else (406 included) is the general path's to answer. */
     if (arc_object_path(store, key, path, sizeof(path)) != TR_EUNSUPPORTED ||
-        !accepts_native_frames(r))
+        negotiate_frames(r, EXPLICIT_LE, NULL) != FRAMES_DECODED)
         return 0;
     struct arc_object_handle *h;
     if (arc_object_open_range(store, key, 0, HEADER_RANGE, &h, NULL) < 0)
@@ -1199,14 +1209,17 @@ static int ranged_native_frames(struct dw *dw, struct web_request *r, const char
     implicit = strcmp(f->ts_uid, "1.2.840.10008.1.2") == 0;
     if (!implicit && strcmp(f->ts_uid, EXPLICIT_LE) != 0)
         goto out; /* compressed or big endian */
-    /* The Pixel Data element's header: (7FE0,0010), then its length (explicit: VR OB/OW, two
-     * reserved bytes, a 32-bit length; implicit: the length at once). */
+    /* The Pixel Data element's header (PS3.5 7.1): (7FE0,0010), then its length; explicit:
+     * the VR, two reserved bytes and a 32-bit length, taken only for OB, OW or UN (any other
+     * VR, or a short form, is the general path's); implicit: the length at once, the VR
+     * being OW (PS3.5 A.1). */
     if (tr_le16(el) != 0x7FE0 || tr_le16(el + 2) != 0x0010)
+        goto out;
+    if (!implicit && memcmp(el + 4, "OB", 2) != 0 && memcmp(el + 4, "OW", 2) != 0 &&
+        memcmp(el + 4, "UN", 2) != 0)
         goto out;
     uint32_t value_len = implicit ? tr_le32(el + 4) : tr_le32(el + 8);
     uint64_t value_off = f->pixel_offset + (implicit ? 8 : 12);
-    if (!implicit && el[4] == 'O' && el[5] != 'B' && el[5] != 'W')
-        goto out;
     if (value_len == 0xFFFFFFFFu)
         goto out;
     struct dcm_pixel_desc desc;
@@ -1316,28 +1329,9 @@ static void frames(struct dw *dw, struct web_request *r)
     /* Compressed frames go as stored when the client takes their media type or any transfer
      * syntax (transfer-syntax=*); otherwise frames are decoded to application/octet-stream. */
     const char *media = frame_media(f->ts_uid);
-    bool raw = false, decoded_ok = false;
-    struct accept_item items[16];
-    const char *accept = web_header(r, "Accept");
-    size_t n = accept && *accept ? parse_accept(accept, items, 16) : 0;
-    if (n == 0)
-        decoded_ok = true;
-    for (size_t i = 0; i < n && !raw && !decoded_ok; i++) {
-        const char *type = strcmp(items[i].media, "multipart/related") == 0 ? items[i].type
-                                                                           : items[i].media;
-        if (!*type || strcmp(type, "*/*") == 0 || strcmp(items[i].media, "*/*") == 0) {
-            if (strcmp(items[i].ts, "*") == 0 || strcmp(items[i].ts, f->ts_uid) == 0)
-                raw = media != NULL;
-            decoded_ok = !raw;
-        } else if (strcmp(type, "application/octet-stream") == 0) {
-            if (strcmp(items[i].ts, "*") == 0 || strcmp(items[i].ts, f->ts_uid) == 0)
-                raw = media != NULL;
-            decoded_ok = !raw;
-        } else if (media && strcmp(type, media) == 0) {
-            raw = true;
-        }
-    }
-    if (!raw && !decoded_ok) {
+    enum frames_form form = negotiate_frames(r, f->ts_uid, media);
+    bool raw = form == FRAMES_AS_STORED;
+    if (form == FRAMES_NOT_ACCEPTABLE) {
         dcm_file_free(f);
         web_reply_problem(r, 406, "Not Acceptable",
                           "frames are sent as application/octet-stream%s%s", media ? " or " : "",
@@ -1729,13 +1723,21 @@ struct stow {
     size_t nres, rcap;
 };
 
+/* Give up the part still arriving, if any (the body ended or failed inside it): its temporary
+ * is removed at once. */
+static void stow_abort_part(struct stow *s)
+{
+    if (!s->ingest)
+        return;
+    struct arc_ingest_result res;
+    arc_ingest_end(s->ingest, false, &res, NULL);
+    s->ingest = NULL;
+}
+
 static void stow_free(void *p)
 {
     struct stow *s = p;
-    if (s->ingest) {
-        struct arc_ingest_result res;
-        arc_ingest_end(s->ingest, false, &res, NULL);
-    }
+    stow_abort_part(s); /* the client went away before the handler ran */
     for (size_t i = 0; i < s->nparts; i++) {
         tr_free(s->parts[i].location);
         tr_free(s->parts[i].type);
@@ -1957,6 +1959,11 @@ static void stow(struct dw *dw, enum dw_kind kind, struct web_request *r)
                           "STOW-RS takes a multipart/related body of application/dicom parts");
         return;
     }
+    /* The body is over: a part still open was cut short (a whole body closes its last part at
+     * the closing delimiter). Its temporary goes now, before any answer: a client that has
+     * the answer must find nothing left behind, and stow_free runs only after the answer has
+     * been sent. */
+    stow_abort_part(s);
     if (kind == K_STOW_STUDY && !is_uid(web_param(r, 0))) {
         web_reply_problem(r, 400, "Bad Request", "the path holds an invalid Study Instance UID");
         return;
