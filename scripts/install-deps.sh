@@ -8,7 +8,7 @@ set -euo pipefail
 BUILD=(build-essential cmake pkg-config zlib1g-dev libjansson-dev libssl-dev libsqlite3-dev
        libjpeg62-turbo-dev libcharls-dev libopenjp2-7-dev libgdcm-dev
        libpq-dev libmicrohttpd-dev libicu-dev libcurl4-openssl-dev
-       libargon2-dev libjwt-dev)
+       libargon2-dev libjwt-dev libxxhash-dev)
 # Test: unit tests, fuzzing, and the real peers used as oracles.
 TEST=(libcmocka-dev clang libclang-rt-14-dev python3 python3-pydicom python3-numpy dcmtk
       dicom3tools time valgrind openssl postgresql orthanc iproute2)

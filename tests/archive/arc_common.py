@@ -407,6 +407,24 @@ def files_under(path):
     return sorted(out)
 
 
+def pool_file_in_order(path):
+    """A "pool-*" file of the object store (src/services/archive/objstore.c) that is not a
+    half-received object: empty (created ahead of time for a next put), or the second name of a
+    stored object (its directory fsync and the removal of this name are batched), or gone."""
+    if not os.path.basename(path).startswith("pool-"):
+        return False
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return True
+    return st.st_size == 0 or st.st_nlink > 1
+
+
+def temporaries_under(tmp):
+    """Files of half-received objects under DATA/tmp (not the pool's, see above)."""
+    return [p for p in files_under(tmp) if not pool_file_in_order(p)]
+
+
 def object_files(data):
     """{relative key: path} of everything under DATA/objects."""
     base = os.path.join(data, "objects")
@@ -427,7 +445,7 @@ class FsObjects:
         return os.path.join(self.data, "objects", key)
 
     def temporaries(self):
-        return files_under(os.path.join(self.data, "tmp"))
+        return temporaries_under(os.path.join(self.data, "tmp"))
 
 
 class S3Objects:
@@ -524,6 +542,15 @@ def index_rows(index_url, data):
 _RECONCILED = re.compile(r"reconciled the index with the object store: (\d+) objects indexed, "
                          r"(\d+) rows without object removed, (\d+) unreadable objects "
                          r"quarantined")
+
+
+_RESTORED = re.compile(r"after a crash: (\d+) stored objects put back under their names")
+
+
+def restored_report(log):
+    """How many objects the start put back under their names from their temporaries."""
+    m = _RESTORED.search(log)
+    return int(m.group(1)) if m else 0
 
 
 def reconcile_report(log):

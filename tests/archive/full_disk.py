@@ -76,7 +76,7 @@ def free_mb(path):
 
 def consistent(checks, what, port, data, acked, by_sop):
     """tmp/ empty, every object whole and equal to its source, objects = indexed = acked."""
-    tmp = ac.files_under(os.path.join(data, "tmp"))
+    tmp = ac.temporaries_under(os.path.join(data, "tmp"))
     checks.check(not tmp, "%s: nothing left in tmp/" % what, str(tmp[:3]))
     objects = ac.object_files(data)
     bad = [(k, why) for k, why in ((k, ac.object_problem(p, by_sop)) for k, p in objects.items())
@@ -228,7 +228,7 @@ def run(telerad, work, checks):
                  "D: with the default --min-free-mb (256) a 64 MB file system refuses C-STOREs "
                  "with 0xA700", str(answers))
     checks.check(not ac.files_under(os.path.join(data, "objects")) and
-                 not ac.files_under(os.path.join(data, "tmp")),
+                 not ac.temporaries_under(os.path.join(data, "tmp")),
                  "D: nothing was written to objects/ or tmp/")
     log = server.log_text()
     checks.check("MB free" in log, "D: the log says why (\"only N MB free\")", log[-600:])

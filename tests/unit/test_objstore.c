@@ -91,6 +91,25 @@ static size_t files_in(const char *dir, const char *prefix)
     return n;
 }
 
+/* Temporaries holding bytes (the pool's empty "pool-*" files are not counted). */
+static size_t temporaries_in(const char *dir)
+{
+    DIR *d = opendir(dir);
+    size_t n = 0;
+    if (!d)
+        return 0;
+    for (struct dirent *de; (de = readdir(d));) {
+        char path[512];
+        struct stat st;
+        if (de->d_name[0] != '.' &&
+            snprintf(path, sizeof(path), "%s/%s", dir, de->d_name) < (int)sizeof(path) &&
+            stat(path, &st) == 0 && st.st_size > 0)
+            n++;
+    }
+    closedir(d);
+    return n;
+}
+
 static char *read_file(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");
@@ -190,11 +209,11 @@ static void test_fs(void **state)
     assert_int_equal(arc_put_flush(p, &err), 0);
     char tmp[160];
     snprintf(tmp, sizeof(tmp), "%s/tmp", dir);
-    assert_int_equal(files_in(tmp, "put-"), 1);
+    assert_int_equal(temporaries_in(tmp), 1);
     size_t n = 0;
     assert_int_equal(arc_objstore_reconcile(s, collect, &n, &err), 0);
     assert_int_equal(n, 1);
-    assert_int_equal(files_in(tmp, "put-"), 0);
+    assert_int_equal(temporaries_in(tmp), 0);
     arc_put_abort(p); /* what is left of it after the "crash": memory and a descriptor */
 
     assert_int_equal(arc_object_delete(s, "ab/1.2.3/4.5.dcm", &err), 0);
@@ -203,6 +222,135 @@ static void test_fs(void **state)
     assert_int_equal(arc_object_open(s, "ab/1.2.3/4.5.dcm", &h, NULL), TR_ENOTFOUND);
     assert_int_equal(store_bytes(s, "../escape", "x", 1, NULL), TR_EINVAL);
     arc_objstore_close(s);
+}
+
+/* The recovery's decision, as the archive makes it (archive.c, recover_decide), with a fixed
+ * key: a whole object is one whose checksum is the one its "index row" recorded. */
+struct expect {
+    const char *key;
+    uint64_t size, sum;
+    int asked;
+};
+
+static int decide(void *ctx, const char *temp, char *key, size_t size)
+{
+    struct expect *e = ctx;
+    e->asked++;
+    uint64_t sum, fsize;
+    if (arc_file_checksum(temp, &sum, &fsize, NULL) < 0 || sum != e->sum || fsize != e->size)
+        return 0;
+    snprintf(key, size, "%s", e->key);
+    return 1;
+}
+
+/* Commits by the fast way (a link now, the directory fsync later) and what a crash can leave of
+ * them: the temporary as the only name (put back), as a second name (removed), or a temporary
+ * that is not the object its row describes (removed). */
+static void test_fs_deferred_sync(void **state)
+{
+    (void)state;
+    char dir[128], tmp[160], obj[200], temp[200];
+    snprintf(dir, sizeof(dir), "%s/fs-deferred", tmpdir);
+    snprintf(tmp, sizeof(tmp), "%s/tmp", dir);
+    snprintf(obj, sizeof(obj), "%s/objects/cd/1.2/3.dcm", dir);
+    struct arc_objstore *s;
+    struct tr_error err = TR_ERROR_INIT;
+    assert_int_equal(arc_objstore_open_fs(dir, &s, &err), 0);
+    size_t n = 0;
+    assert_int_equal(arc_objstore_reconcile(s, collect, &n, &err), 0); /* as the archive does */
+    arc_objstore_settle(s); /* the pool is filled: the next put takes a durable name */
+    assert_true(files_in(tmp, "pool-") >= 8);
+
+    /* The checksum covers every byte, and is the file's. */
+    char text[200000];
+    for (size_t i = 0; i < sizeof(text); i++)
+        text[i] = (char)('a' + i * 7 % 26);
+    struct arc_put *p;
+    assert_int_equal(put_bytes(s, text, sizeof(text), &p), 0);
+    assert_int_equal(arc_put_flush(p, &err), 0);
+    uint64_t sum = 0, fsum = 0, fsize = 0;
+    assert_true(arc_put_checksum(p, &sum));
+    assert_int_equal(arc_file_checksum(arc_put_temp_path(p), &fsum, &fsize, &err), 0);
+    assert_true(sum == fsum);
+    assert_int_equal(fsize, sizeof(text));
+    char first_temp[200];
+    snprintf(first_temp, sizeof(first_temp), "%s", arc_put_temp_path(p));
+    assert_non_null(strstr(first_temp, "/pool-"));
+    assert_int_equal(arc_put_commit(p, "cd/1.2/3.dcm", &err), 0);
+    /* Readable at once under its key; after the syncer, one name only. */
+    size_t len;
+    char *back = read_file(obj, &len);
+    assert_non_null(back);
+    assert_int_equal(len, sizeof(text));
+    assert_memory_equal(back, text, len);
+    free(back);
+    arc_objstore_settle(s);
+    struct stat st;
+    assert_int_equal(stat(obj, &st), 0);
+    assert_int_equal(st.st_nlink, 1);
+    assert_int_equal(access(first_temp, F_OK), -1);
+    assert_int_equal(temporaries_in(tmp), 0);
+
+    /* A crash before the directory fsync reached the disk: only the temporary name is left. */
+    snprintf(temp, sizeof(temp), "%s/pool-crash1", tmp);
+    assert_int_equal(link(obj, temp), 0);
+    assert_int_equal(unlink(obj), 0);
+    arc_objstore_close(s);
+    assert_int_equal(arc_objstore_open_fs(dir, &s, &err), 0);
+    struct expect e = {"cd/1.2/3.dcm", sizeof(text), sum, 0};
+    struct arc_recover_stats rs;
+    assert_int_equal(arc_objstore_recover_puts(s, decide, &e, &rs, &err), 0);
+    assert_int_equal(rs.restored, 1);
+    assert_int_equal(rs.discarded, 0);
+    back = read_file(obj, &len);
+    assert_non_null(back);
+    assert_int_equal(len, sizeof(text));
+    assert_memory_equal(back, text, len);
+    free(back);
+    assert_int_equal(access(temp, F_OK), -1);
+
+    /* A crash after the new name reached the disk, before the temporary was removed. */
+    assert_int_equal(link(obj, temp), 0);
+    assert_int_equal(arc_objstore_recover_puts(s, decide, &e, &rs, &err), 0);
+    assert_int_equal(rs.linked, 1);
+    assert_int_equal(rs.restored, 0);
+    assert_int_equal(access(temp, F_OK), -1);
+    assert_int_equal(stat(obj, &st), 0);
+    assert_int_equal(st.st_nlink, 1);
+
+    /* A temporary whose bytes are not the row's (a crash before its fdatasync finished: never
+     * acknowledged) and one cut short: removed, the stored object untouched. */
+    FILE *f = fopen(temp, "wb");
+    assert_non_null(f);
+    text[100] ^= 1;
+    fwrite(text, 1, sizeof(text), f);
+    fclose(f);
+    snprintf(temp, sizeof(temp), "%s/put-crash2", tmp);
+    f = fopen(temp, "wb");
+    assert_non_null(f);
+    fwrite(text, 1, 1000, f);
+    fclose(f);
+    assert_int_equal(unlink(obj), 0);
+    e.asked = 0;
+    assert_int_equal(arc_objstore_recover_puts(s, decide, &e, &rs, &err), 0);
+    assert_int_equal(e.asked, 2);
+    assert_int_equal(rs.discarded, 2);
+    assert_int_equal(rs.restored, 0);
+    assert_int_equal(temporaries_in(tmp), 0);
+    assert_int_equal(access(obj, F_OK), -1);
+
+    /* The pool's files are not leftovers: reconciliation and recovery keep them, and a clean
+     * close removes them. */
+    assert_int_equal(arc_objstore_reconcile(s, collect, &n, &err), 0);
+    arc_objstore_settle(s);
+    size_t pooled = files_in(tmp, "pool-");
+    assert_true(pooled >= 8);
+    assert_int_equal(arc_objstore_reconcile(s, collect, &n, &err), 0);
+    assert_int_equal(arc_objstore_recover_puts(s, decide, &e, &rs, &err), 0);
+    assert_int_equal(files_in(tmp, "pool-"), pooled);
+    arc_objstore_close(s);
+    assert_int_equal(files_in(tmp, "pool-"), 0);
+    assert_int_equal(files_in(tmp, "put-"), 0);
 }
 
 /* ---- S3: the environment ------------------------------------------------------------------ */
@@ -921,6 +1069,7 @@ int main(void)
         printf("# S3 tests skipped: TELERAD_TEST_S3 names no tests/s3/ceph.sh env file\n");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fs),
+        cmocka_unit_test(test_fs_deferred_sync),
         cmocka_unit_test(test_s3_basics),
         cmocka_unit_test(test_s3_multipart_100mb),
         cmocka_unit_test(test_s3_listing),

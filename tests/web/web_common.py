@@ -133,7 +133,18 @@ class WebServer:
         out = []
         for root, _, files in os.walk(os.path.join(self.data, "tmp")):
             out += [os.path.join(root, f) for f in files]
-        return out
+        # Not the object store's "pool-*" files that are in order (src/services/archive/
+        # objstore.c): empty (created ahead of time for the next puts), or the second name of a
+        # stored object until its directory fsync (batched) removes it.
+        def in_order(path):
+            if not os.path.basename(path).startswith("pool-"):
+                return False
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                return True
+            return st.st_size == 0 or st.st_nlink > 1
+        return [p for p in out if not in_order(p)]
 
 
 # ---- HTTP ----------------------------------------------------------------------------------------

@@ -351,12 +351,51 @@ static int check_object(void *ctx, const char *key, uint64_t size)
     return 0;
 }
 
+/* A temporary file left by a crash (arc_objstore_recover_puts): is it the whole object an
+ * index row describes? Its header names the object's key; the row's size and checksum say
+ * whether every byte of it reached the disk. */
+static int recover_decide(void *ctx, const char *temp, char *key, size_t key_size)
+{
+    struct arc_archive *a = ctx;
+    struct dcm_read_options ro;
+    dcm_read_options_init(&ro);
+    ro.header_only = true;
+    struct dcm_file *f;
+    struct tr_error err = TR_ERROR_INIT;
+    if (dcm_file_read(temp, &ro, &f, &err) < 0)
+        return 0;
+    char study[DCM_UID_MAX + 1], sop[DCM_UID_MAX + 1];
+    bool named = dcm_dataset_get_uid(f->dataset, DCM_TAG_StudyInstanceUID, study,
+                                     sizeof(study)) >= 0 &&
+                 dcm_dataset_get_uid(f->dataset, DCM_TAG_SOPInstanceUID, sop, sizeof(sop)) >= 0;
+    dcm_file_free(f);
+    if (!named)
+        return 0;
+    arc_object_key(study, sop, key, key_size);
+    uint64_t size, sum, fsize, fsum;
+    bool has_sum;
+    if (arc_index_object_checksum(a->index, key, &size, &has_sum, &sum, &err) < 0 || !has_sum ||
+        arc_file_checksum(temp, &fsum, &fsize, &err) < 0)
+        return 0;
+    return size == fsize && sum == fsum ? 1 : 0;
+}
+
 #define RECONCILE_GRACE_S 600 /* several nodes: longer than any upload, retries included */
 
 static int reconcile(struct arc_archive *a, struct tr_error *err)
 {
     struct reconcile_ctx ctx = {.a = a};
-    int rc = arc_index_each_object(a->index, collect_key, &ctx, err);
+    /* First the objects whose last step (a directory fsync) the crash interrupted. */
+    struct arc_recover_stats rs;
+    int rc = arc_objstore_recover_puts(a->store, recover_decide, a, &rs, err);
+    if (rc == 0 && (rs.restored || rs.discarded))
+        arc_log(a, SCP_LOG_WARNING,
+                "after a crash: %zu stored objects put back under their names, %zu temporary "
+                "files of unfinished stores removed",
+                rs.restored, rs.discarded);
+    a->reconcile.restored = rs.restored;
+    if (rc == 0)
+        rc = arc_index_each_object(a->index, collect_key, &ctx, err);
     if (rc == 0)
         rc = arc_objstore_reconcile(a->store, check_object, &ctx, err);
     /* What is left in the set: rows whose object is gone. A crash leaves a few; most of the

@@ -128,6 +128,7 @@ struct arc_reconcile_stats {
     size_t indexed;     /* objects found without an index row, now indexed */
     size_t forgotten;   /* index rows whose object was missing, removed */
     size_t unreadable;  /* objects that could not be parsed, moved aside */
+    size_t restored;    /* objects put back under their names after a crash */
 };
 void arc_last_reconcile(struct arc_archive *a, struct arc_reconcile_stats *s);
 

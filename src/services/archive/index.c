@@ -130,6 +130,10 @@ static const char *const migrations[] = {
     "CREATE INDEX studies_referring_ci ON studies (referring_ci{PATTERN_OPS});"
     "CREATE INDEX studies_referring_i_ci ON studies (referring_i_ci{PATTERN_OPS});"
     "CREATE INDEX studies_referring_p_ci ON studies (referring_p_ci{PATTERN_OPS})",
+    /* 4: the checksum (XXH3-64, as a signed 64-bit integer) of each stored object: after a
+     * crash, it tells whether a temporary file holds the whole object its row describes
+     * (objstore.c, arc_objstore_recover_puts). NULL for rows from before. */
+    "ALTER TABLE instances ADD COLUMN object_hash {BIGINT}",
 };
 
 /* ---- connections -------------------------------------------------------------------------- */
@@ -404,89 +408,154 @@ static int add_one(struct arc_index *ix, struct db *db, const struct arc_record 
     pn_groups(ref_ci, ref_i, ref_p);
     int64_t now = r->received_at ? r->received_at : ix_now_ms();
 
-    /* Patient: (site, PatientID, issuer); later instances refresh the demographics. */
+    /* Patient: (site, PatientID, issuer); later instances refresh the demographics. Looked up
+     * first: the upsert rewrites the row even when nothing changed, and with it every index on
+     * a column it sets (four name indexes): pages in every commit for nothing. */
+    int64_t patient_pk = 0;
     if ((rc = db_prepare(db,
-                         "INSERT INTO patients (site, patient_id, issuer, patient_name, "
-                         "patient_name_ci, birth_date, sex, patient_name_i_ci, patient_name_p_ci) "
-                         "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
-                         "ON CONFLICT (site, patient_id, issuer) DO UPDATE SET "
-                         "patient_name = CASE WHEN excluded.patient_name <> '' THEN "
-                         "excluded.patient_name ELSE patients.patient_name END, "
-                         "patient_name_ci = CASE WHEN excluded.patient_name <> '' THEN "
-                         "excluded.patient_name_ci ELSE patients.patient_name_ci END, "
-                         "patient_name_i_ci = CASE WHEN excluded.patient_name <> '' THEN "
-                         "excluded.patient_name_i_ci ELSE patients.patient_name_i_ci END, "
-                         "patient_name_p_ci = CASE WHEN excluded.patient_name <> '' THEN "
-                         "excluded.patient_name_p_ci ELSE patients.patient_name_p_ci END, "
-                         "birth_date = CASE WHEN excluded.birth_date <> '' THEN "
-                         "excluded.birth_date ELSE patients.birth_date END, "
-                         "sex = CASE WHEN excluded.sex <> '' THEN excluded.sex ELSE patients.sex "
-                         "END RETURNING pk",
+                         "SELECT pk, patient_name, birth_date, sex FROM patients WHERE site = $1 "
+                         "AND patient_id = $2 AND issuer = $3",
                          &st, err)))
         return rc;
     db_bind_text(st, 1, r->site);
     db_bind_text(st, 2, r->patient_id);
     db_bind_text(st, 3, r->issuer);
-    db_bind_text(st, 4, r->patient_name);
-    db_bind_text(st, 5, name_ci);
-    db_bind_text(st, 6, r->birth_date);
-    db_bind_text(st, 7, r->sex);
-    db_bind_text(st, 8, name_i);
-    db_bind_text(st, 9, name_p);
     rc = db_step(st, err);
-    int64_t patient_pk = rc == 1 ? db_column_int64(st, 0) : 0;
+    if (rc == 1 && (!r->patient_name[0] || strcmp(db_column_text(st, 1), r->patient_name) == 0) &&
+        (!r->birth_date[0] || strcmp(db_column_text(st, 2), r->birth_date) == 0) &&
+        (!r->sex[0] || strcmp(db_column_text(st, 3), r->sex) == 0))
+        patient_pk = db_column_int64(st, 0);
     db_reset(st);
-    if (rc != 1)
-        return rc < 0 ? rc : tr_error_set(err, TR_EIO, "index: no patient row");
+    if (rc < 0)
+        return rc;
+    if (!patient_pk) {
+        if ((rc = db_prepare(db,
+                             "INSERT INTO patients (site, patient_id, issuer, patient_name, "
+                             "patient_name_ci, birth_date, sex, patient_name_i_ci, "
+                             "patient_name_p_ci) "
+                             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+                             "ON CONFLICT (site, patient_id, issuer) DO UPDATE SET "
+                             "patient_name = CASE WHEN excluded.patient_name <> '' THEN "
+                             "excluded.patient_name ELSE patients.patient_name END, "
+                             "patient_name_ci = CASE WHEN excluded.patient_name <> '' THEN "
+                             "excluded.patient_name_ci ELSE patients.patient_name_ci END, "
+                             "patient_name_i_ci = CASE WHEN excluded.patient_name <> '' THEN "
+                             "excluded.patient_name_i_ci ELSE patients.patient_name_i_ci END, "
+                             "patient_name_p_ci = CASE WHEN excluded.patient_name <> '' THEN "
+                             "excluded.patient_name_p_ci ELSE patients.patient_name_p_ci END, "
+                             "birth_date = CASE WHEN excluded.birth_date <> '' THEN "
+                             "excluded.birth_date ELSE patients.birth_date END, "
+                             "sex = CASE WHEN excluded.sex <> '' THEN excluded.sex "
+                             "ELSE patients.sex END RETURNING pk",
+                             &st, err)))
+            return rc;
+        db_bind_text(st, 1, r->site);
+        db_bind_text(st, 2, r->patient_id);
+        db_bind_text(st, 3, r->issuer);
+        db_bind_text(st, 4, r->patient_name);
+        db_bind_text(st, 5, name_ci);
+        db_bind_text(st, 6, r->birth_date);
+        db_bind_text(st, 7, r->sex);
+        db_bind_text(st, 8, name_i);
+        db_bind_text(st, 9, name_p);
+        rc = db_step(st, err);
+        patient_pk = rc == 1 ? db_column_int64(st, 0) : 0;
+        db_reset(st);
+        if (rc != 1)
+            return rc < 0 ? rc : tr_error_set(err, TR_EIO, "index: no patient row");
+    }
 
-    /* Study: a new instance makes it unstable again. */
+    /* Study: a new instance makes it unstable again. A known study is updated by its key,
+     * and its patient only when that changed (studies_patient is not rewritten each time). */
+    int64_t study_pk = 0;
+    char modalities[256] = "", sop_classes[2048] = "";
     if ((rc = db_prepare(db,
-                         "INSERT INTO studies (patient_pk, site, study_uid, study_date, study_time, "
-                         "accession, study_id, description, referring, referring_ci, timezone, "
-                         "charset, rep_key, created_at, updated_at, referring_i_ci, "
-                         "referring_p_ci) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, "
-                         "$12, $13, $14, $14, $15, $16) "
-                         "ON CONFLICT (site, study_uid) DO UPDATE SET updated_at = "
-                         "excluded.updated_at, stable_at = NULL, patient_pk = excluded.patient_pk "
-                         "RETURNING pk, modalities, sop_classes",
+                         "SELECT pk, patient_pk, modalities, sop_classes FROM studies WHERE "
+                         "site = $1 AND study_uid = $2",
                          &st, err)))
         return rc;
-    db_bind_int64(st, 1, patient_pk);
-    db_bind_text(st, 2, r->site);
-    db_bind_text(st, 3, r->study_uid);
-    db_bind_text(st, 4, r->study_date);
-    db_bind_text(st, 5, r->study_time);
-    db_bind_text(st, 6, r->accession);
-    db_bind_text(st, 7, r->study_id);
-    db_bind_text(st, 8, r->study_description);
-    db_bind_text(st, 9, r->referring_physician);
-    db_bind_text(st, 10, ref_ci);
-    db_bind_text(st, 11, r->timezone);
-    db_bind_text(st, 12, r->charset);
-    db_bind_text(st, 13, r->object_key);
-    db_bind_int64(st, 14, now);
-    db_bind_text(st, 15, ref_i);
-    db_bind_text(st, 16, ref_p);
+    db_bind_text(st, 1, r->site);
+    db_bind_text(st, 2, r->study_uid);
     rc = db_step(st, err);
-    int64_t study_pk = rc == 1 ? db_column_int64(st, 0) : 0;
-    char modalities[256], sop_classes[2048];
-    snprintf(modalities, sizeof(modalities), "%s", rc == 1 ? db_column_text(st, 1) : "");
-    snprintf(sop_classes, sizeof(sop_classes), "%s", rc == 1 ? db_column_text(st, 2) : "");
+    int64_t old_patient = 0;
+    if (rc == 1) {
+        study_pk = db_column_int64(st, 0);
+        old_patient = db_column_int64(st, 1);
+        snprintf(modalities, sizeof(modalities), "%s", db_column_text(st, 2));
+        snprintf(sop_classes, sizeof(sop_classes), "%s", db_column_text(st, 3));
+    }
     db_reset(st);
-    if (rc != 1)
-        return rc < 0 ? rc : tr_error_set(err, TR_EIO, "index: no study row");
-    bool changed = add_to_set(modalities, sizeof(modalities), r->modality);
-    changed |= add_to_set(sop_classes, sizeof(sop_classes), r->sop_class);
-    if (changed) {
-        if ((rc = db_prepare(db, "UPDATE studies SET modalities = $2, sop_classes = $3 "
-                                 "WHERE pk = $1",
+    if (rc < 0)
+        return rc;
+    if (study_pk) {
+        add_to_set(modalities, sizeof(modalities), r->modality);
+        add_to_set(sop_classes, sizeof(sop_classes), r->sop_class);
+        bool moved = old_patient != patient_pk;
+        if ((rc = db_prepare(db,
+                             moved ? "UPDATE studies SET updated_at = $2, stable_at = NULL, "
+                                     "modalities = $3, sop_classes = $4, patient_pk = $5 "
+                                     "WHERE pk = $1"
+                                   : "UPDATE studies SET updated_at = $2, stable_at = NULL, "
+                                     "modalities = $3, sop_classes = $4 WHERE pk = $1",
                              &st, err)))
             return rc;
         db_bind_int64(st, 1, study_pk);
-        db_bind_text(st, 2, modalities);
-        db_bind_text(st, 3, sop_classes);
+        db_bind_int64(st, 2, now);
+        db_bind_text(st, 3, modalities);
+        db_bind_text(st, 4, sop_classes);
+        if (moved)
+            db_bind_int64(st, 5, patient_pk);
         if ((rc = step_done(st, err)))
             return rc;
+    } else {
+        if ((rc = db_prepare(db,
+                             "INSERT INTO studies (patient_pk, site, study_uid, study_date, "
+                             "study_time, accession, study_id, description, referring, "
+                             "referring_ci, timezone, charset, rep_key, created_at, updated_at, "
+                             "referring_i_ci, referring_p_ci) VALUES ($1, $2, $3, $4, $5, $6, "
+                             "$7, $8, $9, $10, $11, $12, $13, $14, $14, $15, $16) "
+                             "ON CONFLICT (site, study_uid) DO UPDATE SET updated_at = "
+                             "excluded.updated_at, stable_at = NULL, "
+                             "patient_pk = excluded.patient_pk "
+                             "RETURNING pk, modalities, sop_classes",
+                             &st, err)))
+            return rc;
+        db_bind_int64(st, 1, patient_pk);
+        db_bind_text(st, 2, r->site);
+        db_bind_text(st, 3, r->study_uid);
+        db_bind_text(st, 4, r->study_date);
+        db_bind_text(st, 5, r->study_time);
+        db_bind_text(st, 6, r->accession);
+        db_bind_text(st, 7, r->study_id);
+        db_bind_text(st, 8, r->study_description);
+        db_bind_text(st, 9, r->referring_physician);
+        db_bind_text(st, 10, ref_ci);
+        db_bind_text(st, 11, r->timezone);
+        db_bind_text(st, 12, r->charset);
+        db_bind_text(st, 13, r->object_key);
+        db_bind_int64(st, 14, now);
+        db_bind_text(st, 15, ref_i);
+        db_bind_text(st, 16, ref_p);
+        rc = db_step(st, err);
+        study_pk = rc == 1 ? db_column_int64(st, 0) : 0;
+        snprintf(modalities, sizeof(modalities), "%s", rc == 1 ? db_column_text(st, 1) : "");
+        snprintf(sop_classes, sizeof(sop_classes), "%s", rc == 1 ? db_column_text(st, 2) : "");
+        db_reset(st);
+        if (rc != 1)
+            return rc < 0 ? rc : tr_error_set(err, TR_EIO, "index: no study row");
+        bool changed = add_to_set(modalities, sizeof(modalities), r->modality);
+        changed |= add_to_set(sop_classes, sizeof(sop_classes), r->sop_class);
+        if (changed) {
+            if ((rc = db_prepare(db, "UPDATE studies SET modalities = $2, sop_classes = $3 "
+                                     "WHERE pk = $1",
+                                 &st, err)))
+                return rc;
+            db_bind_int64(st, 1, study_pk);
+            db_bind_text(st, 2, modalities);
+            db_bind_text(st, 3, sop_classes);
+            if ((rc = step_done(st, err)))
+                return rc;
+        }
     }
 
     /* Series. */
@@ -550,16 +619,19 @@ static int add_one(struct arc_index *ix, struct db *db, const struct arc_record 
                              "UPDATE instances SET sop_class = $2, instance_number = $3, "
                              "transfer_syntax = $4, object_key = $5, size = $6, num_rows = $7, "
                              "num_columns = $8, bits_allocated = $9, frames = $10, source_ae = "
-                             "$11, received_at = $12 WHERE pk = $1",
+                             "$11, received_at = $12, object_hash = $14 WHERE pk = $1 AND "
+                             "sop_uid = $13",
                              &st, err)))
             return rc;
         db_bind_int64(st, 1, instance_pk);
+        db_bind_text(st, 13, r->sop_uid); /* every parameter used: PostgreSQL types them */
     } else {
         if ((rc = db_prepare(db,
                              "INSERT INTO instances (series_pk, sop_class, instance_number, "
                              "transfer_syntax, object_key, size, num_rows, num_columns, "
-                             "bits_allocated, frames, source_ae, received_at, sop_uid) VALUES "
-                             "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                             "bits_allocated, frames, source_ae, received_at, sop_uid, "
+                             "object_hash) VALUES "
+                             "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
                              &st, err)))
             return rc;
         db_bind_int64(st, 1, series_pk);
@@ -583,6 +655,10 @@ static int add_one(struct arc_index *ix, struct db *db, const struct arc_record 
     }
     db_bind_text(st, 11, r->source_ae);
     db_bind_int64(st, 12, now);
+    if (r->has_checksum)
+        db_bind_int64(st, 14, (int64_t)r->checksum);
+    else
+        db_bind_null(st, 14);
     if ((rc = step_done(st, err)))
         return rc;
     if (!instance_pk) {
@@ -942,6 +1018,31 @@ int arc_index_forget_object(struct arc_index *ix, const char *object_key, struct
 {
     int rc = forget_object(ix, object_key, INT64_MAX, err);
     return rc < 0 ? rc : 0;
+}
+
+int arc_index_object_checksum(struct arc_index *ix, const char *object_key, uint64_t *size,
+                              bool *has_checksum, uint64_t *checksum, struct tr_error *err)
+{
+    struct db *db;
+    int rc = ix_acquire(ix, &db, err);
+    if (rc)
+        return rc;
+    struct db_stmt *st;
+    rc = db_prepare(db, "SELECT size, object_hash FROM instances WHERE object_key = $1", &st,
+                    err);
+    if (rc == 0) {
+        db_bind_text(st, 1, object_key);
+        rc = db_step(st, err);
+        if (rc == 1) {
+            *size = (uint64_t)db_column_int64(st, 0);
+            *has_checksum = !db_column_is_null(st, 1);
+            *checksum = *has_checksum ? (uint64_t)db_column_int64(st, 1) : 0;
+        }
+        db_reset(st);
+        rc = rc == 1 ? 0 : rc == 0 ? TR_ENOTFOUND : rc;
+    }
+    ix_release(ix, db);
+    return rc;
 }
 
 int arc_index_forget_object_before(struct arc_index *ix, const char *object_key,

@@ -18,7 +18,8 @@
 #include "dcm.h"
 #include "error.h"
 
-#define ARC_INDEX_SCHEMA_VERSION 3 /* 2: events claimed per node (several nodes); 3: PN groups */
+#define ARC_INDEX_SCHEMA_VERSION 4 /* 2: events claimed per node (several nodes); 3: PN groups;
+                                      4: object checksums */
 
 /* What the index keeps of one instance (all text UTF-8). */
 struct arc_record {
@@ -59,6 +60,8 @@ struct arc_record {
     int64_t rows, columns, bits_allocated, frames; /* 0 when absent */
     char source_ae[17];
     int64_t received_at;  /* ms since the epoch */
+    bool has_checksum;
+    uint64_t checksum;    /* XXH3-64 of the stored object (arc_put_checksum) */
 };
 
 /* Fill a record from an instance's header. */
@@ -161,6 +164,10 @@ int arc_index_delete_study(struct arc_index *ix, const char *site, const char *s
                            char ***object_keys, size_t *count, struct tr_error *err);
 /* Remove the rows of an instance whose object is gone (reconciliation). */
 int arc_index_forget_object(struct arc_index *ix, const char *object_key, struct tr_error *err);
+/* The size and checksum the row of an object records. TR_ENOTFOUND without a row; *has_checksum
+ * false for a row from before checksums (index migration 4) or from a backend without them. */
+int arc_index_object_checksum(struct arc_index *ix, const char *object_key, uint64_t *size,
+                              bool *has_checksum, uint64_t *checksum, struct tr_error *err);
 /* The same, only if the instance was received before before_ms (ms since the epoch): 1 removed,
  * 0 not (younger, or no such row). Reconciliation with several nodes: a row younger than the
  * longest upload may be another node's instance whose object is still on its way. */

@@ -193,6 +193,7 @@ int arc_ingest_end(struct arc_ingest *in, bool complete, struct arc_ingest_resul
     snprintf(rec->transfer_syntax, sizeof(rec->transfer_syntax), "%s", f->ts_uid);
     snprintf(rec->source_ae, sizeof(rec->source_ae), "%s", in->source_ae);
     rec->size = res->size;
+    rec->has_checksum = arc_put_checksum(in->put, &rec->checksum);
     arc_object_key(res->study_uid, in->sop_instance, rec->object_key, sizeof(rec->object_key));
 
     char temp[4096];

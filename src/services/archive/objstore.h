@@ -5,7 +5,10 @@
  *
  * Durability (DESIGN.md invariant 1): a put writes to a local temporary file as the bytes
  * arrive, the caller streams the bytes, then commit makes the object durable under its key:
- *   - filesystem: fsync the data, rename it to its key, fsync the directory;
+ *   - filesystem: fsync the data, then give it its key's name and make that name durable
+ *     (see objstore.c: either rename + directory fsync before commit returns, or a hard link
+ *     whose directory fsync is batched, the temporary's durable name and the checksum the
+ *     index keeps standing in for it until then: arc_objstore_recover_puts);
  *   - S3: upload the temporary file (one PUT, or a multipart upload above a threshold) with
  *     Content-MD5 and a signed SHA-256 of the payload, which the store checks before it keeps
  *     the bytes; commit returns after the store answered 200.
@@ -110,6 +113,12 @@ int arc_put_commit(struct arc_put *p, const char *key, struct tr_error *err);
 int arc_put_commit_replace(struct arc_put *p, const char *key, struct tr_error *err);
 /* Throw the bytes away and free the put. */
 void arc_put_abort(struct arc_put *p);
+/* A checksum (XXH3-64) of every byte written so far, for the index to keep with the row: it
+ * tells at start whether a temporary left by a crash holds the whole object. false when the
+ * backend does not keep one (S3, which checks its uploads itself). */
+bool arc_put_checksum(const struct arc_put *p, uint64_t *sum);
+/* The XXH3-64 checksum and size of a file. */
+int arc_file_checksum(const char *path, uint64_t *sum, uint64_t *size, struct tr_error *err);
 
 /* ---- reading ------------------------------------------------------------------------------ */
 
@@ -163,6 +172,27 @@ void arc_object_close(struct arc_object_handle *h);
 int arc_objstore_reconcile(struct arc_objstore *s,
                            int (*fn)(void *ctx, const char *key, uint64_t size), void *ctx,
                            struct tr_error *err);
+
+/* After a crash: puts whose temporary file may be the only durable name of a committed
+ * object (the filesystem backend defers the directory fsync after a commit, see objstore.c).
+ * For each temporary left, decide(ctx, path, key, size) returns 1 and fills in the key if the
+ * file is a whole object the index knows (the caller checks it against the index's size and
+ * checksum), 0 if not; the store then puts it under the key (unless the key's object is there,
+ * the same file or not) or removes it. Call before arc_objstore_reconcile. */
+struct arc_recover_stats {
+    size_t restored;  /* temporaries put back under their key */
+    size_t linked;    /* temporaries that were a second name of a stored object */
+    size_t discarded; /* temporaries removed (never acknowledged) */
+};
+int arc_objstore_recover_puts(struct arc_objstore *s,
+                              int (*decide)(void *ctx, const char *temp_path, char *key,
+                                            size_t key_size),
+                              void *ctx, struct arc_recover_stats *stats, struct tr_error *err);
+
+/* Wait until every commit so far has its name on the disk by the slow way too (the filesystem
+ * backend's deferred directory fsyncs done, their temporary names removed) and the pool of
+ * temporaries is filled: for tests, and before a backup of the data folder. */
+void arc_objstore_settle(struct arc_objstore *s);
 
 /* Free space where puts write their temporary files, in bytes (for refusing stores before
  * the disk fills): the object store's filesystem, or the S3 backend's local spool. */

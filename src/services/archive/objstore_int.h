@@ -37,6 +37,13 @@ struct arc_objstore_ops {
     int (*reconcile)(struct arc_objstore *s, int (*fn)(void *ctx, const char *key, uint64_t size),
                      void *ctx, struct tr_error *err);
     int (*free_space)(struct arc_objstore *s, uint64_t *bytes);
+    /* Optional (NULL: nothing to wait for). See arc_objstore_settle. */
+    void (*settle)(struct arc_objstore *s);
+    /* Optional (NULL: nothing to recover). See arc_objstore_recover_puts. */
+    int (*recover_puts)(struct arc_objstore *s,
+                        int (*decide)(void *ctx, const char *temp_path, char *key,
+                                      size_t key_size),
+                        void *ctx, struct arc_recover_stats *stats, struct tr_error *err);
 };
 
 struct arc_objstore {
@@ -54,6 +61,15 @@ struct arc_put {
     int status;
     /* Called with each chunk as it goes to the file (the S3 backend hashes), or NULL. */
     void (*observe)(struct arc_put *p, const void *data, size_t len);
+    /* The filesystem backend: the disk writes of the file start while it is still arriving,
+     * so that the fdatasync at commit has little left; a checksum of every byte (the index
+     * keeps it: arc_put_checksum); and whether the temporary's name is durable already (a
+     * file of the pool, see objstore.c), which lets commit defer the directory fsync. */
+    bool local;
+    bool durable_name;
+    uint64_t written;   /* bytes written to the file */
+    uint64_t scheduled; /* of which the kernel was asked to start writing */
+    struct XXH3_state_s *hash;
 };
 
 struct arc_object_handle {
