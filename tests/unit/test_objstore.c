@@ -33,6 +33,8 @@
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <signal.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -338,6 +340,36 @@ static void test_fs_deferred_sync(void **state)
     assert_int_equal(rs.restored, 0);
     assert_int_equal(temporaries_in(tmp), 0);
     assert_int_equal(access(obj, F_OK), -1);
+
+    /* Another live telerad's temporaries (the same program: a child here) are left alone; a
+     * live process running another program (PID 1) does not own what carries its PID, nor
+     * does a process that is gone. */
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        pause();
+        _exit(0);
+    }
+    char theirs[200], init_one[200];
+    snprintf(theirs, sizeof(theirs), "%s/put-%ld-abcdef", tmp, (long)child);
+    snprintf(init_one, sizeof(init_one), "%s/put-1-abcdef", tmp);
+    const char *names[] = {theirs, init_one};
+    for (size_t i = 0; i < 2; i++) {
+        f = fopen(names[i], "wb");
+        assert_non_null(f);
+        fwrite(text, 1, 100, f);
+        fclose(f);
+    }
+    assert_int_equal(arc_objstore_recover_puts(s, decide, &e, &rs, &err), 0);
+    assert_int_equal(access(theirs, F_OK), 0);
+    char init_exe[256];
+    if (readlink("/proc/1/exe", init_exe, sizeof(init_exe)) > 0) /* else: cannot tell, kept */
+        assert_int_equal(access(init_one, F_OK), -1);
+    unlink(init_one);
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    assert_int_equal(arc_objstore_recover_puts(s, decide, &e, &rs, &err), 0);
+    assert_int_equal(access(theirs, F_OK), -1);
 
     /* The pool's files are not leftovers: reconciliation and recovery keep them, and a clean
      * close removes them. */

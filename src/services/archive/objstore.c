@@ -311,7 +311,9 @@ static bool is_temporary(const char *name)
 
 /* Is the temporary another live process's (a `telerad delete` or `import` beside the server
  * opens the same store): its puts are under way, not left by a crash. Names without a PID
- * (older versions) and this process's own are not. */
+ * (older versions) and this process's own are not, nor is a live process that runs another
+ * program (after a reboot the PID may belong to anything: taking its files for another
+ * telerad's would keep a crash's leftover from being put back). */
 static bool other_process_owns(const char *name)
 {
     const char *dash = strchr(name, '-');
@@ -319,7 +321,16 @@ static bool other_process_owns(const char *name)
     long pid = dash ? strtol(dash + 1, &end, 10) : 0;
     if (pid <= 0 || *end != '-' || pid == (long)getpid())
         return false;
-    return kill((pid_t)pid, 0) == 0 || errno == EPERM;
+    if (kill((pid_t)pid, 0) < 0 && errno != EPERM)
+        return false;
+    char link[64], theirs[PATH_MAX], ours[PATH_MAX];
+    snprintf(link, sizeof(link), "/proc/%ld/exe", pid);
+    ssize_t n = readlink(link, theirs, sizeof(theirs) - 1);
+    ssize_t m = readlink("/proc/self/exe", ours, sizeof(ours) - 1);
+    if (n < 0 || m < 0)
+        return true; /* cannot tell (another user's process, no /proc): leave its files */
+    theirs[n] = ours[m] = '\0';
+    return strcmp(theirs, ours) == 0;
 }
 
 static void fs_settle(struct arc_objstore *store)
