@@ -117,7 +117,8 @@ static struct flow_catalog *fresh_catalog(struct flow *f, int64_t now)
 {
     pthread_rwlock_rdlock(&f->catalog_lock);
     struct flow_catalog *c = f->catalog;
-    bool stale = !c || atomic_load(&f->catalog_dirty) || now - f->catalog_loaded_at > CATALOG_TTL_MS;
+    bool stale = !c || f->catalog_gen != atomic_load(&f->catalog_changes) ||
+                 now - f->catalog_loaded_at > CATALOG_TTL_MS;
     if (!stale)
         atomic_fetch_add(&c->refs, 1);
     pthread_rwlock_unlock(&f->catalog_lock);
@@ -169,7 +170,8 @@ struct flow_catalog *flow_catalog_get(struct flow *f, struct tr_error *err)
      * second of CPU at 1,000 sites and 500 readers) is not needed. The fingerprint is taken
      * before loading, so that a change during the load is seen next time. */
     char print[sizeof(f->catalog_fingerprint)];
-    bool dirty = atomic_exchange(&f->catalog_dirty, 0) != 0;
+    uint_fast64_t gen = atomic_load(&f->catalog_changes); /* before the load reads anything */
+    bool dirty = gen != f->catalog_gen;
     bool printed = catalog_fingerprint(db, print, sizeof(print)) == 0;
     if (!dirty && printed && f->catalog && strcmp(print, f->catalog_fingerprint) == 0) {
         db_pool_release(f->pool, db);
@@ -177,6 +179,7 @@ struct flow_catalog *flow_catalog_get(struct flow *f, struct tr_error *err)
         c = f->catalog;
         atomic_fetch_add(&c->refs, 1);
         f->catalog_loaded_at = now;
+        f->catalog_gen = gen;
         pthread_rwlock_unlock(&f->catalog_lock);
         pthread_mutex_unlock(&f->catalog_reload);
         return c;
@@ -186,8 +189,7 @@ struct flow_catalog *flow_catalog_get(struct flow *f, struct tr_error *err)
     db_pool_release(f->pool, db);
     snprintf(f->catalog_fingerprint, sizeof(f->catalog_fingerprint), "%s", printed ? print : "");
     if (rc < 0) {
-        atomic_store(&f->catalog_dirty, 1);
-        pthread_mutex_unlock(&f->catalog_reload);
+        pthread_mutex_unlock(&f->catalog_reload); /* catalog_gen unchanged: still stale */
         return NULL;
     }
     atomic_fetch_add(&fresh->refs, 1); /* the caller's */
@@ -195,6 +197,7 @@ struct flow_catalog *flow_catalog_get(struct flow *f, struct tr_error *err)
     struct flow_catalog *old = f->catalog;
     f->catalog = fresh;
     f->catalog_loaded_at = now;
+    f->catalog_gen = gen;
     pthread_rwlock_unlock(&f->catalog_lock);
     pthread_mutex_unlock(&f->catalog_reload);
     flow_catalog_put(old);
@@ -209,7 +212,7 @@ void flow_catalog_put(struct flow_catalog *c)
 
 void flow_catalog_changed(struct flow *f)
 {
-    atomic_store(&f->catalog_dirty, 1);
+    atomic_fetch_add(&f->catalog_changes, 1);
 }
 
 bool flow_site_for_ae(void *ctx, const char *ae, char *site, size_t size)
