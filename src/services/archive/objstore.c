@@ -186,6 +186,14 @@ static void sync_batch(struct fs_store *s, struct pending_link *batch, size_t n)
     }
 }
 
+/* The mkostemp template of a temporary in `dir`: "put-PID-XXXXXX" or "pool-PID-XXXXXX" (the
+ * PID tells a live process's temporaries from a crash's, see other_process_owns). */
+static bool temp_template(char *path, size_t size, const char *dir, const char *kind)
+{
+    int n = snprintf(path, size, "%s/%s-%ld-XXXXXX", dir, kind, (long)getpid());
+    return n > 0 && (size_t)n < size;
+}
+
 /* Create temporaries for the pool; their directory is fsynced once before they are used, so
  * that each one's name is durable from the moment a put takes it. */
 static bool fill_pool(struct fs_store *s, size_t want)
@@ -193,9 +201,7 @@ static bool fill_pool(struct fs_store *s, size_t want)
     struct pool_file fresh[POOL_SIZE];
     size_t n = 0;
     for (; n < want && n < POOL_SIZE; n++) {
-        if (snprintf(fresh[n].path, sizeof(fresh[n].path), "%s/pool-%ld-XXXXXX", s->tmp,
-                     (long)getpid()) >=
-            (int)sizeof(fresh[n].path))
+        if (!temp_template(fresh[n].path, sizeof(fresh[n].path), s->tmp, "pool"))
             break;
         fresh[n].fd = mkostemp(fresh[n].path, O_CLOEXEC);
         if (fresh[n].fd < 0)
@@ -499,8 +505,7 @@ int arc_put_init_temp(struct arc_put *p, struct arc_objstore *s, const char *dir
 {
     p->store = s;
     p->fd = -1;
-    if (snprintf(p->path, sizeof(p->path), "%s/put-%ld-XXXXXX", dir, (long)getpid()) >=
-        (int)sizeof(p->path))
+    if (!temp_template(p->path, sizeof(p->path), dir, "put"))
         return tr_error_set(err, TR_ELIMIT, "path too long: %s", dir);
     p->fd = mkostemp(p->path, O_CLOEXEC);
     if (p->fd < 0) {
